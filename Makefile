@@ -1,0 +1,58 @@
+# Two commands do all the set-up on a fresh Debian/Ubuntu machine:
+#   make run    virtual environment + package + data, then the main job
+#   make test   the same set-up, then pytest
+# Both are idempotent: the second time they only run the job or the tests.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Re-install whenever the dependency list changes.
+STAMP := $(VENV)/.installed-$(shell cksum setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+DEBIAN_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test env data knn cnn-demo bench clean
+
+run: env data knn cnn-demo
+
+test: env data
+	$(PY) -m pytest -q
+
+env: $(STAMP)
+
+$(STAMP):
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || $(SUDO) apt-get install -y python3-venv
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV) || \
+	  { $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+# Fashion-MNIST from Debian's dataset-fashion-mnist package (the canonical upstream bytes).
+# Elsewhere, set FMNIST_DATA_DIR or put the four IDX files in data/fashion_mnist/.
+data:
+	@if [ -f $(DEBIAN_DATA) ] || [ -n "$$FMNIST_DATA_DIR" ] || [ -f data/fashion_mnist/train-images-idx3-ubyte.gz ]; then \
+	  echo "data: Fashion-MNIST found"; \
+	elif command -v apt-get >/dev/null; then \
+	  ($(SUDO) apt-get install -y dataset-fashion-mnist || \
+	   ($(SUDO) apt-get update && $(SUDO) apt-get install -y dataset-fashion-mnist)) || \
+	  echo "data: could not install dataset-fashion-mnist; real-data tests will be skipped"; \
+	else \
+	  echo "data: no apt-get; put the IDX files in data/fashion_mnist/ or set FMNIST_DATA_DIR"; \
+	fi
+
+# The main job: the k-NN baselines of the earlier projects on the full 60k x 10k set.
+knn: env data
+	$(PY) -m experiments.knn --k=5 --metric=l1 --run_name=knn_l1_k5
+	$(PY) -m experiments.knn --k=5 --metric=l2 --run_name=knn_l2_k5
+
+cnn-demo: env data
+	@if [ -f experiments/cnn.py ]; then $(PY) -m experiments.cnn --preset=demo --run_name=cnn_demo; fi
+
+bench: env
+	$(PY) -m pip install -q -e ".[bench]"
+	$(PY) -m benchmarks.knn
+
+clean:
+	rm -rf $(VENV) *.egg-info
