@@ -8,7 +8,8 @@ Sources:
   ``/usr/share/datasets/fashion-mnist`` from Debian's ``dataset-fashion-mnist`` package.
 * ``tfds``: ``tensorflow_datasets`` (building the dataset needs the ``tfds`` extra). TFDS
   shuffles the examples, so its order differs from the IDX order.
-* ``auto``: ``idx``, then ``tfds``, then a `DataError` that lists the ways to get the data.
+* ``auto``: ``idx``, then a copy TFDS has already prepared (never a download), then a
+  `DataError` that lists the ways to get the data.
 
 Every problem with the files is a `DataError` whose message is one sentence naming the file.
 """
@@ -117,10 +118,9 @@ def candidate_dirs(dataset: str, data_dir: str | os.PathLike | None) -> list[Pat
     """Directories searched for IDX files, in order. An explicit `data_dir` is the only one."""
     if data_dir is not None:
         return [Path(data_dir)]
-    dirs = []
     if os.environ.get("FMNIST_DATA_DIR"):
         return [Path(os.environ["FMNIST_DATA_DIR"])]
-    dirs.append(Path("data") / dataset)
+    dirs = [Path("data") / dataset]
     if dataset == "fashion_mnist":
         dirs.append(DEBIAN_DIR)
     return dirs
@@ -165,14 +165,14 @@ def _canonical_sizes() -> set[int]:
     return {60000 * 784 + 16, 10000 * 784 + 16, 60000 + 8, 10000 + 8}
 
 
-def _load_tfds(dataset: str, data_dir: str | os.PathLike | None) -> Dataset:
+def _load_tfds(dataset: str, data_dir: str | os.PathLike | None, download: bool) -> Dataset:
     try:
         import tensorflow_datasets as tfds
     except ImportError as e:
         raise DataError("tensorflow_datasets is not installed (pip install -e '.[tfds]').") from e
     try:
         train, test = tfds.load(dataset, split=["train", "test"], batch_size=-1,
-                                as_supervised=True, data_dir=data_dir)
+                                as_supervised=True, data_dir=data_dir, download=download)
         (x_train, y_train), (x_test, y_test) = tfds.as_numpy(train), tfds.as_numpy(test)
     except Exception as e:  # TFDS raises many types (download, missing TensorFlow, ...)
         raise DataError(f"tensorflow_datasets could not load {dataset}: {e}".rstrip(".") + ".") from e
@@ -205,11 +205,12 @@ def load(dataset: str = "fashion_mnist", data_dir: str | os.PathLike | None = No
         if source == "idx":
             raise DataError(f"{dataset}: {'; '.join(problems)}. {_how_to_get(dataset)}")
     try:
-        return _load_tfds(dataset, data_dir if source == "tfds" else None)
-    except DataError as e:
+        # "auto" only reads a copy TFDS has already prepared; downloading is asked for explicitly.
+        return _load_tfds(dataset, data_dir if source == "tfds" else None, download=source == "tfds")
+    except DataError:
         if source == "tfds":
             raise
-        problems.append(str(e).rstrip("."))
+        problems.append("no prepared tensorflow_datasets copy")
     raise DataError(f"{dataset} not found ({'; '.join(problems)}). {_how_to_get(dataset)}")
 
 

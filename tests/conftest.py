@@ -1,0 +1,45 @@
+"""Shared fixtures: small synthetic IDX datasets, and the real data when it is installed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fmnist_jax import data
+
+
+def make_dataset(n_train=120, n_test=40, seed=0) -> data.Dataset:
+    """Class-dependent synthetic 28x28 uint8 images: learnable, and k-NN separable."""
+    rng = np.random.default_rng(seed)
+    templates = rng.integers(0, 256, size=(10, 28, 28))
+
+    def draw(n):
+        y = rng.integers(0, 10, size=n).astype(np.uint8)
+        noise = rng.integers(-60, 61, size=(n, 28, 28))
+        x = np.clip(templates[y] + noise, 0, 255).astype(np.uint8)
+        return x, y
+
+    return data.Dataset(*draw(n_train), *draw(n_test))
+
+
+def write_dataset(directory, ds: data.Dataset, gz=True) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for key, stem in data.FILES.items():
+        data.write_idx(directory / (stem + (".gz" if gz else "")), getattr(ds, key))
+
+
+@pytest.fixture
+def synthetic_dir(tmp_path):
+    """A folder of valid gzipped IDX files and the arrays written into it."""
+    ds = make_dataset()
+    write_dataset(tmp_path / "idx", ds)
+    return tmp_path / "idx", ds
+
+
+@pytest.fixture(scope="session")
+def real_data():
+    """The real Fashion-MNIST, or a skip where it is not installed (`make data` installs it)."""
+    try:
+        return data.load("fashion_mnist", source="idx")
+    except data.DataError as e:
+        pytest.skip(f"real Fashion-MNIST not installed: {e}")

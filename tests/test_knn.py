@@ -1,0 +1,111 @@
+"""k-NN: exact agreement with brute force and scikit-learn, votes, sweeps, errors."""
+
+import numpy as np
+import pytest
+from sklearn.neighbors import KNeighborsClassifier
+
+from fmnist_jax import knn
+from tests.conftest import make_dataset
+
+
+def _sklearn_predict(x_train, y_train, x_query, k, metric, weights):
+    p = 1 if metric == "l1" else 2
+    model = KNeighborsClassifier(n_neighbors=k, weights=weights, p=p, algorithm="brute")
+    model.fit(x_train.reshape(len(x_train), -1).astype(np.float64), y_train)
+    return model.predict(x_query.reshape(len(x_query), -1).astype(np.float64))
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+def test_pruned_search_equals_brute_force(metric):
+    ds = make_dataset(n_train=600, n_test=70, seed=1)
+    # A tiny memory budget forces many chunks, including a padded last one.
+    fast = knn.search(ds.x_train, ds.x_test, 7, metric, memory_budget=1 << 20)
+    brute = knn.search(ds.x_train, ds.x_test, 7, metric, method="brute")
+    np.testing.assert_array_equal(fast.indices, brute.indices)
+    np.testing.assert_allclose(fast.distances, brute.distances)
+    assert np.all(np.diff(fast.distances, axis=1) >= 0)
+
+
+def test_l1_cascade_overflow_falls_back_exactly(monkeypatch):
+    # Capacities far below the survivors force the fallback path for most queries.
+    monkeypatch.setattr(knn, "_L1_STAGE1_CAPACITY", 40)
+    monkeypatch.setattr(knn, "_L1_STAGE2_CAPACITY", 8)
+    ds = make_dataset(n_train=500, n_test=50, seed=2)
+    fast = knn.search(ds.x_train, ds.x_test, 5, "l1")
+    brute = knn.search(ds.x_train, ds.x_test, 5, "l1", method="brute")
+    np.testing.assert_array_equal(fast.indices, brute.indices)
+
+
+def test_distances_are_true_distances():
+    x = np.array([[0, 0], [3, 4], [1, 1]], np.uint8)
+    nb = knn.search(x, x[:1], 3, "l2", method="brute")
+    np.testing.assert_allclose(nb.distances[0], [0, np.sqrt(2), 5])
+    nb = knn.search(x, x[:1], 3, "l1")
+    np.testing.assert_allclose(nb.distances[0], [0, 2, 7])
+
+
+def test_ties_go_to_the_smaller_index_and_the_smaller_label():
+    x_train = np.array([[0], [2], [2], [4]], np.uint8)  # 1 and 2 tie from a query at 2
+    nb = knn.search(x_train, np.array([[3]], np.uint8), 2, "l1")
+    np.testing.assert_array_equal(nb.indices[0], [1, 2])
+    pred = knn.vote(np.array([[3, 1]]), np.array([[1.0, 1.0]]), 2, "uniform")
+    assert pred[0] == 1
+
+
+def test_distance_weights_follow_sklearn_zero_distance_rule():
+    labels = np.array([[4, 2, 2]])
+    assert knn.vote(labels, np.array([[0.0, 1.0, 1.0]]), 3, "distance")[0] == 4
+    assert knn.vote(labels, np.array([[1.0, 3.0, 3.0]]), 3, "distance")[0] == 4   # 1 > 2/3
+    assert knn.vote(labels, np.array([[1.0, 1.5, 1.5]]), 3, "distance")[0] == 2   # 1 < 4/3
+
+
+def test_sweep_scores_every_k_from_one_search():
+    ds = make_dataset(n_train=300, n_test=60, seed=4)
+    acc = knn.sweep(ds.x_train, ds.y_train, ds.x_test, ds.y_test, [5, 1, 3], "l2")
+    assert list(acc) == [1, 3, 5]
+    for k, a in acc.items():
+        expected = (knn.predict(ds.x_train, ds.y_train, ds.x_test, k, "l2") == ds.y_test).mean()
+        assert a == pytest.approx(expected)
+
+
+def test_float_inputs_work():
+    ds = make_dataset(n_train=200, n_test=20, seed=5)
+    a = knn.search(ds.x_train / 255.0, ds.x_test / 255.0, 3, "l1").indices
+    b = knn.search(ds.x_train, ds.x_test, 3, "l1").indices
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(k=0), "k must be between 1"),
+    (dict(k=1000), "k must be between 1"),
+    (dict(metric="cosine"), "unknown metric"),
+])
+def test_bad_arguments(kwargs, message):
+    ds = make_dataset(n_train=50, n_test=5)
+    args = dict(k=3, metric="l2") | kwargs
+    with pytest.raises(ValueError, match=message):
+        knn.search(ds.x_train, ds.x_test, **args)
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+@pytest.mark.parametrize("weights", knn.WEIGHTS)
+def test_agrees_with_sklearn_on_synthetic_data(metric, weights):
+    ds = make_dataset(n_train=400, n_test=80, seed=6)
+    for k in (1, 5, 9):
+        ours = knn.predict(ds.x_train, ds.y_train, ds.x_test, k, metric, weights)
+        ref = _sklearn_predict(ds.x_train, ds.y_train, ds.x_test, k, metric, weights)
+        np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+@pytest.mark.parametrize("weights", knn.WEIGHTS)
+def test_agrees_with_sklearn_on_real_data(real_data, metric, weights):
+    # The subset is sized so the L1 cascade really prunes (12,000 > its first-stage capacity).
+    x_train, y_train = real_data.x_train[:12000], real_data.y_train[:12000]
+    x_test = real_data.x_test[:300]
+    for k in (1, 5, 9):
+        ours = knn.predict(x_train, y_train, x_test, k, metric, weights)
+        ref = _sklearn_predict(x_train, y_train, x_test, k, metric, weights)
+        agreement = (ours == ref).mean()
+        # 100% except exact distance ties, whose order scikit-learn leaves to argpartition.
+        assert agreement == 1.0, f"{metric} {weights} k={k}: {agreement:.4f}"
