@@ -41,7 +41,7 @@ _L1_SEED_CANDIDATES = 64
 _L1_STAGE1_CAPACITY = 4096
 _L1_STAGE2_CAPACITY = 1024
 _BRUTE_CHUNK = 32
-_L2_CANDIDATE_MARGIN = 16
+_L2_CANDIDATE_MARGIN = 8
 
 
 class Neighbors(NamedTuple):
@@ -174,14 +174,18 @@ def _l1_prune(q_img, lb4, r_exact, r_codes2, *, k, code_step):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "n_candidates"))
-def _l2_chunk(q, r, r_sq, *, k, n_candidates):
-    """Exact squared-L2 top-k for a chunk of flat queries; returns a `certified` mask."""
+def _l2_chunk(q, r, r_t, r_sq, *, k, n_candidates):
+    """Exact squared-L2 top-k for a chunk of flat queries; returns a `certified` mask.
+
+    r: [n, d] training points (their own dtype, for the exact re-rank); r_t: [d, n] float32,
+    converted and transposed once per search so no chunk pays for it again.
+    """
     dtype = _work_dtype(q)
-    qf, rf = q.astype(jnp.float32), r.astype(jnp.float32)
+    qf = q.astype(jnp.float32)
     # ||q||^2 does not change a query's ranking, so it is left out of the expansion.
-    approx = r_sq[None, :] - 2.0 * (qf @ rf.T)
+    approx = r_sq[None, :] - 2.0 * (qf @ r_t)
     neg_approx, cand = _top_k_fast(-approx, n_candidates + 1)
-    diff = q[:, None, :].astype(dtype) - r[cand[:, :n_candidates]].astype(dtype)
+    diff = q[:, None, :].astype(dtype) - jax.lax.optimization_barrier(r[cand[:, :n_candidates]]).astype(dtype)
     exact = (diff * diff).sum(-1)
     dist, idx = _select_k(exact, cand[:, :n_candidates], k)
     # Float32 rounding error of each expanded distance is below eps * (||q||^2 + max||r||^2).
@@ -285,12 +289,12 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
         raise ValueError(f"unknown method {method!r}; choose 'auto' or 'brute'.")
     if metric == "l2":
         r_flat = _flatten(r)
-        rf = r_flat.astype(jnp.float32)
-        r_sq = (rf * rf).sum(1)
+        r_t = r_flat.astype(jnp.float32).T
+        r_sq = (r_t * r_t).sum(0)
         n_cand = min(k + _L2_CANDIDATE_MARGIN, r_flat.shape[0] - 1)
         if n_cand < k:  # tiny training sets: brute force is exact and cheap
             return _make_chunk_fn(r, k, metric, "brute")
-        return lambda q: _l2_chunk(_flatten(q), r_flat, r_sq, k=k, n_candidates=n_cand)
+        return lambda q: _l2_chunk(_flatten(q), r_flat, r_t, r_sq, k=k, n_candidates=n_cand)
     r_img = _as_images(r)
     pool4, pool2 = _pool_sums(r_img, 4), _pool_sums(r_img, 2)
     if r_img.dtype == jnp.uint8:

@@ -1,0 +1,91 @@
+"""k-NN speed, side by side: fmnist_jax vs scikit-learn (brute) vs faiss (IndexFlatL2).
+
+  python -m benchmarks.knn                       # full 60k x 10k, k=5, L1 and L2
+  python -m benchmarks.knn --test_limit=1000     # quicker
+
+Every peer runs on the same data in this process; the table prints seconds, accuracy and each
+peer's time divided by fmnist_jax's (ratio > 1: fmnist_jax is faster). fmnist_jax is timed after
+one warm-up call on a small slice, so compilation is not counted.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from absl import app, flags
+
+from fmnist_jax import data, knn
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("k", 5, "Neighbours.")
+flags.DEFINE_list("metrics", ["l2", "l1"], "Metrics to time.")
+flags.DEFINE_list("peers", ["sklearn", "faiss"], "Peers to time (faiss is L2 only).")
+flags.DEFINE_integer("train_limit", 0, "First N training images (0: all).")
+flags.DEFINE_integer("test_limit", 0, "First N test images (0: all).")
+flags.DEFINE_string("data_dir", None, "IDX folder.")
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def run_fmnist_jax(x_train, y_train, x_test, k, metric):
+    knn.predict(x_train, y_train, x_test[:300], k, metric)  # warm up: compile the chunk programs
+    seconds, pred = _timed(lambda: knn.predict(x_train, y_train, x_test, k, metric))
+    return seconds, pred
+
+
+def run_sklearn(x_train, y_train, x_test, k, metric):
+    from sklearn.neighbors import KNeighborsClassifier
+    model = KNeighborsClassifier(n_neighbors=k, p=1 if metric == "l1" else 2, algorithm="brute",
+                                 n_jobs=-1)
+    xt, xq = x_train.reshape(len(x_train), -1).astype(np.float32), x_test.reshape(len(x_test), -1).astype(np.float32)
+    return _timed(lambda: model.fit(xt, y_train).predict(xq))
+
+
+def run_faiss(x_train, y_train, x_test, k, metric):
+    if metric != "l2":
+        return None
+    import faiss
+    xt = np.ascontiguousarray(x_train.reshape(len(x_train), -1), np.float32)
+    xq = np.ascontiguousarray(x_test.reshape(len(x_test), -1), np.float32)
+
+    def search():
+        index = faiss.IndexFlatL2(xt.shape[1])
+        index.add(xt)
+        _, idx = index.search(xq, k)
+        return knn.vote(y_train[idx], None, k, "uniform")
+
+    return _timed(search)
+
+
+PEERS = {"sklearn": run_sklearn, "faiss": run_faiss}
+
+
+def main(argv):
+    del argv
+    ds = data.load(data_dir=FLAGS.data_dir)
+    x_train, y_train, x_test, y_test = ds
+    if FLAGS.train_limit:
+        x_train, y_train = x_train[:FLAGS.train_limit], y_train[:FLAGS.train_limit]
+    if FLAGS.test_limit:
+        x_test, y_test = x_test[:FLAGS.test_limit], y_test[:FLAGS.test_limit]
+    print(f"k-NN benchmark: {len(x_test)} queries x {len(x_train)} training images, k={FLAGS.k}")
+    print(f"{'metric':<7}{'implementation':<16}{'seconds':>9}{'accuracy':>10}{'peer/ours':>11}")
+    for metric in FLAGS.metrics:
+        ours_s, pred = run_fmnist_jax(x_train, y_train, x_test, FLAGS.k, metric)
+        print(f"{metric:<7}{'fmnist_jax':<16}{ours_s:9.2f}{(pred == y_test).mean():10.4f}{1.0:11.2f}", flush=True)
+        for name in FLAGS.peers:
+            result = PEERS[name](x_train, y_train, x_test, FLAGS.k, metric)
+            if result is None:
+                continue
+            seconds, peer_pred = result
+            print(f"{metric:<7}{name:<16}{seconds:9.2f}{(peer_pred == y_test).mean():10.4f}"
+                  f"{seconds / ours_s:11.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,116 @@
+"""Jittable, vmappable data augmentation, one PRNG key per example.
+
+Every transform is a pure function ``(key, image [H, W, C] float in [0, 1]) -> image`` that
+works eagerly, under `jit` and under `vmap`; `pipeline(names)` composes them into
+``(key, batch [N, H, W, C]) -> batch`` that splits one key per example. Shapes never depend on
+the random draws (rectangles are masks, not dynamic slices), so a jitted step never retraces.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.scipy import ndimage
+
+Transform = Callable[[jax.Array, jax.Array], jax.Array]
+
+
+def random_flip(key, image, p: float = 0.5):
+    """Mirrors the image left-right with probability p."""
+    return jnp.where(jax.random.bernoulli(key, p), image[:, ::-1, :], image)
+
+
+def erasing_rectangle(key, height: int, width: int, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3),
+                      tries: int = 10):
+    """(top, left, h, w, found) of a random-erasing rectangle (Zhong et al. 2017).
+
+    Area is uniform in `area` x H*W and the aspect ratio h/w uniform in `aspect`; a draw that
+    does not fit is redrawn, up to `tries` times in parallel (the first that fits wins), and the
+    position is uniform among the positions where it fits.
+    """
+    k_area, k_aspect, k_top, k_left = jax.random.split(key, 4)
+    s = jax.random.uniform(k_area, (tries,), minval=area[0], maxval=area[1]) * height * width
+    r = jax.random.uniform(k_aspect, (tries,), minval=aspect[0], maxval=aspect[1])
+    h = jnp.round(jnp.sqrt(s * r)).astype(jnp.int32)
+    w = jnp.round(jnp.sqrt(s / r)).astype(jnp.int32)
+    fits = (h >= 1) & (w >= 1) & (h <= height) & (w <= width)
+    first = jnp.argmax(fits)
+    h, w, found = h[first], w[first], fits.any()
+    top = jax.random.randint(k_top, (), 0, height - h + 1)
+    left = jax.random.randint(k_left, (), 0, width - w + 1)
+    return top, left, h, w, found
+
+
+def random_erasing(key, image, p: float = 0.5, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3),
+                   fill_range=(0.0, 1.0)):
+    """With probability p, replaces a random rectangle by uniform random values (per pixel)."""
+    k_apply, k_rect, k_fill = jax.random.split(key, 3)
+    height, width = image.shape[:2]
+    top, left, h, w, found = erasing_rectangle(k_rect, height, width, area, aspect)
+    rows = jnp.arange(height)[:, None, None]
+    cols = jnp.arange(width)[None, :, None]
+    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
+    erase = inside & found & jax.random.bernoulli(k_apply, p)
+    noise = jax.random.uniform(k_fill, image.shape, image.dtype, fill_range[0], fill_range[1])
+    return jnp.where(erase, noise, image)
+
+
+def random_shift_zoom(key, image, shift: float = 0.1, zoom: float = 0.1):
+    """Random translation (up to `shift` of the size) and per-axis zoom in [1-zoom, 1+zoom].
+
+    Bilinear resampling about the image centre; pixels from outside the image are 0 (background),
+    like Keras' ImageDataGenerator(width_shift_range, height_shift_range, zoom_range, fill_mode="constant").
+    """
+    k_shift, k_zoom = jax.random.split(key)
+    height, width = image.shape[:2]
+    dy, dx = jax.random.uniform(k_shift, (2,), minval=-shift, maxval=shift) * jnp.array([height, width])
+    zy, zx = jax.random.uniform(k_zoom, (2,), minval=1 - zoom, maxval=1 + zoom)
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+    src_r = (rows - cy) * zy + cy - dy
+    src_c = (cols - cx) * zx + cx - dx
+
+    def resample(channel):
+        return ndimage.map_coordinates(channel, [src_r, src_c], order=1, mode="constant", cval=0.0)
+
+    return jnp.moveaxis(jax.vmap(resample, in_axes=-1)(image), 0, -1)
+
+
+TRANSFORMS: dict[str, Transform] = {
+    "flip": random_flip,
+    "erase": random_erasing,
+    "shift_zoom": random_shift_zoom,
+}
+
+
+def parse(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """'flip,erase' -> ('flip', 'erase'); '' or 'none' -> (); unknown names raise ValueError."""
+    names = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = tuple(n.strip() for n in names if n.strip() and n.strip() != "none")
+    unknown = [n for n in names if n not in TRANSFORMS]
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(TRANSFORMS)}.")
+    return names
+
+
+def pipeline(names: Sequence[str], **options) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """A batch transform applying `names` in order, one independent key per example.
+
+    `options` maps a transform name to its keyword arguments, e.g. erase={"p": 0.5}.
+    """
+    names = parse(names)
+    transforms = [(TRANSFORMS[n], options.get(n, {})) for n in names]
+
+    def one(key, image):
+        for k, (fn, kwargs) in zip(jax.random.split(key, max(len(transforms), 1)), transforms):
+            image = fn(k, image, **kwargs)
+        return image
+
+    def batch(key, images):
+        if not transforms:
+            return images
+        return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+
+    return batch

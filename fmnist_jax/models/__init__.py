@@ -1,0 +1,44 @@
+"""The CNN zoo: every model by name. Each is a flax.linen Module called as
+``model.apply(variables, x, train=...)`` on uint8 or float images [N, 28, 28(, 1)] -> logits [N, 10].
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+
+from fmnist_jax.models.inception import InceptionNet
+from fmnist_jax.models.mlp import MLP
+from fmnist_jax.models.resnet import ResNet, wide_resnet
+from fmnist_jax.models.seed_nets import Seed002Net, Seed003SimpleCNN, Seed004FourLayerCNN
+
+REGISTRY: dict[str, Callable[[], nn.Module]] = {
+    "seed002": Seed002Net,
+    "seed003": Seed003SimpleCNN,
+    "seed004_cnn": Seed004FourLayerCNN,
+    # Seed 004's ResNet: three post-activation stages of two basic blocks (no table was given).
+    "seed004_resnet": functools.partial(ResNet, stage_sizes=(2, 2, 2), widths=(32, 64, 128), preact=False),
+    "inception": InceptionNet,
+    "mlp": MLP,
+    "preact_resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), widths=(64, 128, 256, 512)),
+    "preact_resnet_small": functools.partial(ResNet, stage_sizes=(1, 1, 1), widths=(16, 32, 64)),
+    "wrn16_4": functools.partial(wide_resnet, depth=16, width=4, dropout=0.3),
+    "wrn28_10": functools.partial(wide_resnet, depth=28, width=10, dropout=0.3),
+}
+
+
+class UnknownModelError(ValueError):
+    pass
+
+
+def names() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def create(name: str, **kwargs) -> nn.Module:
+    """The model registered under `name`, with constructor overrides."""
+    if name not in REGISTRY:
+        raise UnknownModelError(f"unknown model {name!r}; choose one of {', '.join(names())}.")
+    return REGISTRY[name](**kwargs)

@@ -1,0 +1,79 @@
+"""Residual networks for 28x28 inputs: seed 004's small ResNet, pre-activation ResNets, WideResNets."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+
+from fmnist_jax.models.layers import BatchNorm, Conv, Dense, preprocess
+
+
+class BasicBlock(nn.Module):
+    """Post-activation block (conv-BN-ReLU-conv-BN + shortcut, ReLU), as in the original ResNet."""
+    features: int
+    strides: int = 1
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False)(x)
+        y = nn.relu(BatchNorm(use_running_average=not train)(y))
+        y = Conv(self.features, use_bias=False)(y)
+        y = BatchNorm(use_running_average=not train)(y)
+        if x.shape[-1] != self.features or self.strides != 1:
+            x = Conv(self.features, (1, 1), (self.strides,) * 2, use_bias=False)(x)
+            x = BatchNorm(use_running_average=not train)(x)
+        return nn.relu(x + y)
+
+
+class PreActBlock(nn.Module):
+    """Pre-activation block (He et al. 2016): BN-ReLU-conv twice; optional dropout between."""
+    features: int
+    strides: int = 1
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        pre = nn.relu(BatchNorm(use_running_average=not train)(x))
+        shortcut = x
+        if x.shape[-1] != self.features or self.strides != 1:
+            shortcut = Conv(self.features, (1, 1), (self.strides,) * 2, use_bias=False)(pre)
+        y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False)(pre)
+        y = nn.relu(BatchNorm(use_running_average=not train)(y))
+        if self.dropout:
+            y = nn.Dropout(self.dropout, deterministic=not train)(y)
+        y = Conv(self.features, use_bias=False)(y)
+        return shortcut + y
+
+
+class ResNet(nn.Module):
+    """A stem conv, stages of blocks (stride 2 between stages), global average pool, dense."""
+    stage_sizes: Sequence[int]
+    widths: Sequence[int]
+    preact: bool = True
+    dropout: float = 0.0
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = Conv(self.widths[0], use_bias=False)(preprocess(x))
+        if not self.preact:
+            x = nn.relu(BatchNorm(use_running_average=not train)(x))
+        for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
+            for b in range(blocks):
+                strides = 2 if stage > 0 and b == 0 else 1
+                if self.preact:
+                    x = PreActBlock(width, strides, self.dropout)(x, train=train)
+                else:
+                    x = BasicBlock(width, strides)(x, train=train)
+        if self.preact:
+            x = nn.relu(BatchNorm(use_running_average=not train)(x))
+        return Dense(self.num_classes)(x.mean(axis=(1, 2)))
+
+
+def wide_resnet(depth: int = 16, width: int = 4, dropout: float = 0.0, **kw) -> ResNet:
+    """WRN-depth-width (Zagoruyko & Komodakis 2016): (depth - 4) / 6 blocks per stage."""
+    if (depth - 4) % 6:
+        raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}.")
+    n = (depth - 4) // 6
+    return ResNet((n, n, n), (16 * width, 32 * width, 64 * width), preact=True, dropout=dropout, **kw)
