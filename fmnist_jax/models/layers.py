@@ -7,10 +7,13 @@ implementation loads into another.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -23,21 +26,95 @@ KERNEL_INIT = nn.initializers.glorot_uniform()
 Dense = functools.partial(nn.Dense, kernel_init=KERNEL_INIT)
 
 
+CONV_IMPLS = ("auto", "xla", "matmul")
+_conv_impl: contextvars.ContextVar[str] = contextvars.ContextVar("conv_impl", default="auto")
+
+
+@contextlib.contextmanager
+def conv_impl(impl: str):
+    """Within the block, every `Conv` traced with impl="auto" uses `impl` instead."""
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv implementation {impl!r}; choose one of {', '.join(CONV_IMPLS)}.")
+    token = _conv_impl.set(impl)
+    try:
+        yield
+    finally:
+        _conv_impl.reset(token)
+
+
+def resolve_conv_impl(impl: str = "auto", backend: str | None = None) -> str:
+    """The implementation "auto" stands for on `backend` (default: JAX's default backend).
+
+    CPU: "matmul". XLA's CPU weight-gradient convolution is several times slower than the same
+    gradient as matmuls (measured: 3.6 s vs 0.49 s for one 64->64 3x3 layer at batch 250), and
+    vmap turns lax.conv over per-member kernels into a slow grouped convolution.
+    GPU/TPU: "xla" (cuDNN / the TPU convolution units).
+    """
+    if impl == "auto":
+        impl = _conv_impl.get()
+    if impl != "auto":
+        return impl
+    return "matmul" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_matmul(x, kernel, strides=(1, 1), padding="SAME"):
+    """NHWC x HWIO convolution as shifted strided slices concatenated into patches, then one matmul.
+
+    Same result as lax.conv_general_dilated (to float rounding); its gradients are slices, pads
+    and matmuls, which XLA CPU runs far faster than its convolution gradients.
+    """
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    if padding == "SAME":
+        pads = (_same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw))
+    elif padding == "VALID":
+        pads = ((0, 0), (0, 0))
+    else:
+        raise ValueError(f"padding must be SAME or VALID, got {padding!r}.")
+    if any(pads[0]) or any(pads[1]):
+        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    out_h = (x.shape[1] - kh) // sh + 1
+    out_w = (x.shape[2] - kw) // sw + 1
+    if kh == kw == 1:
+        patches = x[:, : (out_h - 1) * sh + 1: sh, : (out_w - 1) * sw + 1: sw, :]
+    else:
+        # Patch channels ordered (i, j, c), the row-major order of the HWIO kernel's first three axes.
+        patches = jnp.concatenate(
+            [x[:, i: i + (out_h - 1) * sh + 1: sh, j: j + (out_w - 1) * sw + 1: sw, :]
+             for i in range(kh) for j in range(kw)], axis=-1)
+    return jnp.dot(patches, kernel.reshape(kh * kw * cin, cout))
+
+
+def conv_xla(x, kernel, strides=(1, 1), padding="SAME"):
+    return lax.conv_general_dilated(x, kernel, tuple(strides), padding,
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 class Conv(nn.Module):
-    """2-D convolution over NHWC inputs with flax.linen.Conv's parameter layout."""
+    """2-D convolution over NHWC inputs with flax.linen.Conv's parameter layout.
+
+    impl: "xla" (lax.conv), "matmul" (patches + one matmul) or "auto" (per backend, see
+    `resolve_conv_impl`). Parameters are the same for all, so checkpoints move between them.
+    """
     features: int
     kernel_size: Sequence[int] = (3, 3)
     strides: Sequence[int] = (1, 1)
     padding: str = "SAME"
     use_bias: bool = True
+    impl: str = "auto"
 
     @nn.compact
     def __call__(self, x):
         kh, kw = self.kernel_size
         kernel = self.param("kernel", KERNEL_INIT, (kh, kw, x.shape[-1], self.features))
-        y = lax.conv_general_dilated(
-            x, kernel.astype(x.dtype), tuple(self.strides), self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        fn = conv_matmul if resolve_conv_impl(self.impl) == "matmul" else conv_xla
+        y = fn(x, kernel.astype(x.dtype), tuple(self.strides), self.padding)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
         return y

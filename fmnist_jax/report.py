@@ -1,0 +1,112 @@
+"""Evaluation reports: confusion matrix, per-class precision/recall/F1, and the plots (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int = 10) -> np.ndarray:
+    """[true, predicted] counts."""
+    cm = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true), np.asarray(y_pred)), 1)
+    return cm
+
+
+def classification_report(y_true, y_pred, class_names: Sequence[str]) -> dict:
+    """Per-class precision, recall, F1 and support, plus accuracy and macro/weighted averages.
+
+    Same definitions as scikit-learn's classification_report (0 where a denominator is 0).
+    """
+    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    tp = np.diag(cm).astype(float)
+    predicted, support = cm.sum(0).astype(float), cm.sum(1).astype(float)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    per_class = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for name, p, r, f, s in zip(class_names, precision, recall, f1, support)}
+    weights = support / max(support.sum(), 1)
+    return {
+        "per_class": per_class,
+        "accuracy": float(tp.sum() / max(support.sum(), 1)),
+        "macro_avg": {"precision": float(precision.mean()), "recall": float(recall.mean()),
+                      "f1": float(f1.mean())},
+        "weighted_avg": {"precision": float(precision @ weights), "recall": float(recall @ weights),
+                         "f1": float(f1 @ weights)},
+    }
+
+
+def format_report(report: dict) -> str:
+    """The report as an aligned text table."""
+    width = max(len(n) for n in report["per_class"]) + 2
+    lines = [f"{'':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}"]
+    for name, m in report["per_class"].items():
+        lines.append(f"{name:<{width}}{m['precision']:10.4f}{m['recall']:10.4f}{m['f1']:10.4f}{m['support']:10d}")
+    for avg in ("macro_avg", "weighted_avg"):
+        m = report[avg]
+        lines.append(f"{avg:<{width}}{m['precision']:10.4f}{m['recall']:10.4f}{m['f1']:10.4f}")
+    lines.append(f"{'accuracy':<{width}}{report['accuracy']:30.4f}")
+    return "\n".join(lines)
+
+
+def plot_history(history: Sequence[dict], path: Path, title: str = "") -> None:
+    """Loss and accuracy per epoch, train vs validation."""
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for split in ("train", "val"):
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], label=split)
+        ax_acc.plot(epochs, [h[f"{split}_accuracy"] for h in history], label=split)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title: str = "") -> None:
+    """Confusion matrix with counts in every cell."""
+    fig, ax = plt.subplots(figsize=(8, 7))
+    ax.imshow(cm, cmap="Blues")
+    ticks = np.arange(len(class_names))
+    ax.set_xticks(ticks, class_names, rotation=45, ha="right")
+    ax.set_yticks(ticks, class_names)
+    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    threshold = cm.max() / 2
+    for i in range(cm.shape[0]):
+        for j in range(cm.shape[1]):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if cm[i, j] > threshold else "black")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_misclassified(images, y_true, y_pred, class_names: Sequence[str], path: Path,
+                       count: int = 25) -> int:
+    """A grid of the first `count` misclassified images with true / predicted labels; returns how many."""
+    wrong = np.flatnonzero(np.asarray(y_true) != np.asarray(y_pred))[:count]
+    cols = 5
+    rows = max(1, int(np.ceil(len(wrong) / cols)))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.2 * cols, 2.4 * rows))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, i in zip(np.ravel(axes), wrong):
+        ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray_r")
+        ax.set_title(f"true {class_names[y_true[i]]}\npred {class_names[y_pred[i]]}", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return len(wrong)
