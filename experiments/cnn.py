@@ -23,6 +23,7 @@ from absl import app, flags
 
 from experiments import common
 from fmnist_jax import augment, checkpoint, data, models, report, train
+from fmnist_jax.models import layers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", None, ["seed002", "seed003", "seed004_cnn", "seed004_resnet", "demo"],
@@ -39,17 +40,11 @@ flags.DEFINE_float("weight_decay", 0.0, "Weight decay (decoupled for adamw, L2 o
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy targets.")
 flags.DEFINE_string("augment", "flip,erase", f"Comma list from {', '.join(augment.TRANSFORMS)} (or none).")
 flags.DEFINE_float("erase_p", 0.5, "Probability of random erasing per image.")
-flags.DEFINE_float("val_fraction", 0.15, "Share of the training set held out for validation.")
 flags.DEFINE_enum("split", "ordered", ["random", "stratified", "ordered"],
                   "Validation split: random, stratified, or ordered (the last share, as seed 002).")
-flags.DEFINE_integer("seed", 0, "Root seed: init, shuffling, augmentation, dropout and split.")
-flags.DEFINE_string("run_name", None, "Run name (default: <model>_s<seed>).")
-flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist or mnist.")
-flags.DEFINE_string("data_dir", None, "Folder of the IDX files (default: search, see README).")
-flags.DEFINE_integer("train_limit", 0, "Use only the first N training images (0: all).")
 flags.DEFINE_integer("eval_batch", 1000, "Evaluation batch size.")
-flags.DEFINE_string("checkpoint_dir", "checkpoints", "Where checkpoints/<run>/ is kept.")
-flags.DEFINE_string("results_dir", "results", "Where results/<run>/ is written.")
+flags.DEFINE_enum("conv_impl", "auto", list(layers.CONV_IMPLS),
+                  "Convolution implementation: auto (matmul on CPU, XLA elsewhere), xla or matmul.")
 flags.DEFINE_bool("overwrite", False, "Start the run from scratch, deleting its checkpoints.")
 
 PRESETS = {
@@ -78,6 +73,8 @@ def effective_flags() -> dict:
     values = {name: FLAGS[name].value for name in (
         "model", "epochs", "batch", "optimizer", "lr", "schedule", "warmup_epochs", "weight_decay",
         "label_smoothing", "augment", "erase_p", "val_fraction", "split", "seed", "train_limit", "eval_batch")}
+    if values["val_fraction"] is None:
+        values["val_fraction"] = 0.15
     if FLAGS.preset:
         for name, value in PRESETS[FLAGS.preset].items():
             if not FLAGS[name].present:
@@ -184,9 +181,9 @@ def run(cfg: train.TrainConfig, run_name: str, *, dataset: str = "fashion_mnist"
         common.log.info("resuming %s from epoch %d of %d", run_name, start_epoch, cfg.epochs)
     history = _read_history(out / "metrics.jsonl", start_epoch)
     n_params = sum(x.size for x in jax.tree.leaves((state.params, state.batch_stats)))
-    common.log.info("%s: %s, %s parameters, %d train / %d validation images, batch %d, %s",
-                    run_name, cfg.model, f"{n_params:,}", len(y_train), len(y_val), cfg.batch_size,
-                    jax.devices()[0].platform)
+    common.log.info("%s: %s, %s parameters, %d train / %d validation images, batch %d, %s, "
+                    "convolutions: %s", run_name, cfg.model, f"{n_params:,}", len(y_train), len(y_val),
+                    cfg.batch_size, jax.devices()[0].platform, layers.resolve_conv_impl())
     with open(out / "metrics.jsonl", "w") as f:  # rewritten: a resumed run drops epochs it repeats
         f.writelines(json.dumps(h) + "\n" for h in history)
     for result, state in trainer.epochs(state, start_epoch, ProgressBar(start_epoch + 1, cfg.epochs)):
@@ -222,6 +219,7 @@ def _final_report(trainer, ckpts, final_state, ds, history, out: Path, run_name:
         "test_loss_final": test_final["loss"],
         "train_seconds": sum(h["seconds"] for h in history),
         "median_images_per_second": float(np.median([h["images_per_second"] for h in history])) if history else None,
+        "conv_impl": layers.resolve_conv_impl(),
         "environment": common.environment(),
     }
     common.write_json(out / "summary.json", summary)
@@ -238,9 +236,10 @@ def main(argv):
     common.setup_logging()
     try:
         cfg = config_from_flags()
-        run(cfg, FLAGS.run_name or f"{cfg.model}_s{cfg.seed}", dataset=FLAGS.dataset,
-            data_dir=FLAGS.data_dir, checkpoint_dir=FLAGS.checkpoint_dir,
-            results_dir=FLAGS.results_dir, overwrite=FLAGS.overwrite)
+        with layers.conv_impl(FLAGS.conv_impl):  # read while the programs are traced
+            run(cfg, FLAGS.run_name or f"{cfg.model}_s{cfg.seed}", dataset=FLAGS.dataset,
+                data_dir=FLAGS.data_dir, checkpoint_dir=FLAGS.checkpoint_dir,
+                results_dir=FLAGS.results_dir, overwrite=FLAGS.overwrite)
     except (common.UsageError, data.DataError, checkpoint.CheckpointError, train.TrainingError) as e:
         common.fail(str(e))
 

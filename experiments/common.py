@@ -10,9 +10,23 @@ import platform
 import sys
 from pathlib import Path
 
+from absl import flags
 from absl import logging as absl_logging
 
 log = logging.getLogger("experiments")
+
+# Flags every experiment shares, defined once (absl refuses a second definition in one process).
+flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist or mnist.")
+flags.DEFINE_string("data_dir", None, "Folder of the IDX files (default: $FMNIST_DATA_DIR, ./data/<dataset>, "
+                    "then Debian's /usr/share/datasets/fashion-mnist).")
+flags.DEFINE_integer("seed", 0, "Root seed (of the split, and for training of init, shuffling, "
+                     "augmentation and dropout).")
+flags.DEFINE_integer("train_limit", 0, "Use only the first N training images (0: all).")
+flags.DEFINE_float("val_fraction", None, "Share of the training set held out for validation "
+                   "(default: 0 for k-NN, i.e. score on the test set; 0.15 for CNNs, as seed 002).")
+flags.DEFINE_string("run_name", None, "Run folder name (default: derived from the flags).")
+flags.DEFINE_string("results_dir", "results", "Where results/<run>/ is written.")
+flags.DEFINE_string("checkpoint_dir", "checkpoints", "Where checkpoints/<run>/ is kept.")
 
 
 class UsageError(Exception):

@@ -20,18 +20,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("k", "5", "Neighbours: one integer, or a comma list for a sweep (e.g. 1,3,5,9,50).")
 flags.DEFINE_enum("metric", "l2", list(knn.METRICS), "Distance: l1 (Manhattan) or l2 (Euclidean).")
 flags.DEFINE_enum("weights", "uniform", list(knn.WEIGHTS), "Vote weights, as scikit-learn.")
-flags.DEFINE_string("dataset", "fashion_mnist", "fashion_mnist or mnist.")
-flags.DEFINE_string("data_dir", None, "Folder of the IDX files (default: search, see README).")
 flags.DEFINE_enum("source", "auto", list(data.SOURCES), "Where the data comes from.")
-flags.DEFINE_integer("train_limit", 0, "Use only the first N training images (0: all).")
 flags.DEFINE_integer("test_limit", 0, "Use only the first N test (or validation) images (0: all).")
-flags.DEFINE_float("val_fraction", 0.0,
-                   "If > 0, hold out this share of the training set and score on it instead of "
-                   "the test set (for choosing k).")
-flags.DEFINE_integer("seed", 0, "Seed of the train/validation split.")
 flags.DEFINE_integer("memory_mb", 1024, "Device memory budget for one chunk of queries, in MiB.")
-flags.DEFINE_string("results_dir", "results", "Where results/<run>/ is written.")
-flags.DEFINE_string("run_name", None, "Run folder name (default: knn_<metric>_<weights>_k<k>).")
 
 
 def config_from_flags() -> dict:
@@ -42,14 +33,15 @@ def config_from_flags() -> dict:
     for name in ("train_limit", "test_limit"):
         if getattr(FLAGS, name) < 0:
             raise common.UsageError(f"--{name} must be 0 (all) or positive.")
-    if not 0.0 <= FLAGS.val_fraction < 1.0:
-        raise common.UsageError(f"--val_fraction must be in [0, 1), got {FLAGS.val_fraction}.")
+    val_fraction = FLAGS.val_fraction or 0.0
+    if not 0.0 <= val_fraction < 1.0:
+        raise common.UsageError(f"--val_fraction must be in [0, 1), got {val_fraction}.")
     if FLAGS.memory_mb < 1:
         raise common.UsageError("--memory_mb must be positive.")
     name = FLAGS.run_name or f"knn_{FLAGS.metric}_{FLAGS.weights}_k{'-'.join(map(str, ks))}"
     return dict(ks=ks, metric=FLAGS.metric, weights=FLAGS.weights, dataset=FLAGS.dataset,
                 data_dir=FLAGS.data_dir, source=FLAGS.source, train_limit=FLAGS.train_limit,
-                test_limit=FLAGS.test_limit, val_fraction=FLAGS.val_fraction, seed=FLAGS.seed,
+                test_limit=FLAGS.test_limit, val_fraction=val_fraction, seed=FLAGS.seed,
                 memory_mb=FLAGS.memory_mb, results_dir=FLAGS.results_dir, run_name=name)
 
 

@@ -1,0 +1,64 @@
+"""The zoo: pinned parameter counts, output shapes, train/eval modes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fmnist_jax import models
+
+# params + batch_stats, as Keras counts "Total params"; trainable = params alone.
+PINNED = {
+    "seed002": (3_458_382, 3_457_740),     # seed 002's layer table
+    "seed003": (493_902, 493_772),         # seed 003's README: 493,772 trainable
+    "seed004_cnn": (468_394, 468_010),
+    "seed004_resnet": (698_282, 696_042),
+    "inception": (141_562, 140_098),
+    "mlp": (535_818, 535_818),
+    "preact_resnet_small": (78_042, 77_562),
+    "preact_resnet18": (11_178_826, 11_171_018),
+    "wrn16_4": (2_779_466, 2_775_754),
+    "wrn28_10": (36_703_530, 36_685_290),
+}
+
+
+def _abstract_variables(model):
+    return jax.eval_shape(lambda: model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)},
+                                             jnp.zeros((2, 28, 28), jnp.uint8), train=False))
+
+
+def _count(tree):
+    return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def test_every_registered_model_is_pinned():
+    assert sorted(PINNED) == models.names()
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_parameter_count(name):
+    variables = _abstract_variables(models.create(name))
+    trainable = _count(variables["params"])
+    total = trainable + _count(variables.get("batch_stats", {}))
+    assert (total, trainable) == PINNED[name]
+
+
+@pytest.mark.parametrize("name", ["seed002", "seed003", "seed004_cnn", "seed004_resnet", "inception",
+                                  "mlp", "preact_resnet_small"])
+def test_forward_shapes_and_modes(name):
+    model = models.create(name)
+    x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 28, 28)), jnp.uint8)
+    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=False)
+    logits = model.apply(variables, x, train=False)
+    assert logits.shape == (3, 10) and jnp.all(jnp.isfinite(logits))
+    # NHWC float input gives the same logits as uint8 (preprocessing divides by 255).
+    np.testing.assert_allclose(model.apply(variables, x[..., None] / 255.0, train=False), logits,
+                               rtol=1e-4, atol=1e-4)
+    out, updates = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
+                               mutable=["batch_stats"])
+    assert out.shape == (3, 10)
+
+
+def test_unknown_model_names_the_choices():
+    with pytest.raises(models.UnknownModelError, match="seed002"):
+        models.create("vgg")
