@@ -77,7 +77,7 @@ def effective_flags() -> dict:
         values["val_fraction"] = 0.15
     if FLAGS.preset:
         for name, value in PRESETS[FLAGS.preset].items():
-            if not FLAGS[name].present:
+            if FLAGS[name].using_default_value:
                 values[name] = value
     return values
 
