@@ -40,7 +40,10 @@ DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of device memory the largest chunk may 
 _L1_SEED_CANDIDATES = 64
 _L1_STAGE1_CAPACITY = 4096
 _L1_STAGE2_CAPACITY = 1024
+# Queries that overflow get a second pass with 4x the capacities (cheaper than brute force).
+_L1_WIDE_CAPACITY = 16384
 _BRUTE_CHUNK = 32
+_WIDE_CHUNK = 8
 _L2_CANDIDATE_MARGIN = 8
 
 
@@ -143,15 +146,19 @@ def _pooled_bound(q_img, r_pool4):
     return pairwise_distances(_pool_sums(q_img, 4), r_pool4, "l1")
 
 
-def _l1_chunk(q_img, r_exact, r_pool4, r_codes2, *, k, code_step):
-    """Exact L1 top-k for a chunk of queries by the pooled-bound cascade; returns a `certified` mask."""
+def _l1_chunk(q_img, r_exact, r_pool4, r_codes2, *, k, code_step, cap1, cap2):
+    """Exact L1 top-k for a chunk of queries by the pooled-bound cascade; returns a `certified` mask.
+
+    cap1 / cap2: how many candidates survive the 4x4 and 2x2 bounds at most (static shapes);
+    a query with more is not certified.
+    """
     # Two programs: see _brute_chunk for why top_k must not share one with a big reduction.
     lb4 = _pooled_bound(q_img, r_pool4)                                             # [q, n]
-    return _l1_prune(q_img, lb4, r_exact, r_codes2, k=k, code_step=code_step)
+    return _l1_prune(q_img, lb4, r_exact, r_codes2, k=k, code_step=code_step, cap1=cap1, cap2=cap2)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "code_step"))
-def _l1_prune(q_img, lb4, r_exact, r_codes2, *, k, code_step):
+@functools.partial(jax.jit, static_argnames=("k", "code_step", "cap1", "cap2"))
+def _l1_prune(q_img, lb4, r_exact, r_codes2, *, k, code_step, cap1, cap2):
     n_ref = r_exact.shape[0]
     q_flat = q_img.reshape(q_img.shape[0], -1).astype(jnp.float32)
     # Threshold: the k-th exact distance among the best few candidates by the coarse bound.
@@ -159,11 +166,11 @@ def _l1_prune(q_img, lb4, r_exact, r_codes2, *, k, code_step):
     _, seed_idx = _top_k_fast(-lb4, n_seed)
     seed_d = jnp.abs(q_flat[:, None, :] - _gather_rows(r_exact, seed_idx)).sum(-1)
     threshold = _tolerance(jnp.sort(seed_d, axis=1)[:, k - 1])
-    cap1 = min(_L1_STAGE1_CAPACITY, n_ref)
+    cap1 = min(max(cap1, k), n_ref)  # never fewer candidates than neighbours asked for
     idx1, valid1, count1 = _compact(lb4 <= threshold[:, None], cap1)
     lb2 = _interval_l1(_pool_sums(q_img, 2), jax.lax.optimization_barrier(r_codes2[idx1]), code_step)
     keep2 = valid1 & (lb2 <= threshold[:, None])
-    cap2 = min(_L1_STAGE2_CAPACITY, cap1)
+    cap2 = min(max(cap2, k), cap1)
     pos2, valid2, count2 = _compact(keep2, cap2)
     idx2 = jnp.take_along_axis(idx1, pos2, axis=1)
     exact = jnp.abs(q_flat[:, None, :] - _gather_rows(r_exact, idx2)).sum(-1)
@@ -264,6 +271,18 @@ def search(x_train, x_query, k: int, metric: str = "l2", *,
     dist = np.concatenate(dists) if dists else np.zeros((0, k))
     idx = np.concatenate(idxs) if idxs else np.zeros((0, k), np.int32)
     redo = np.concatenate(redo) if redo else np.zeros(0, np.int64)
+    if redo.size and getattr(run_chunk, "has_wide_pass", False):
+        n_first = redo.size
+        still = []
+        for start in range(0, redo.size, _WIDE_CHUNK):
+            rows = redo[start:start + _WIDE_CHUNK]
+            padded = np.concatenate([rows, np.repeat(rows[-1:], _WIDE_CHUNK - rows.size)])
+            d, i, certified = run_chunk(jnp.asarray(np.asarray(x_query)[padded]), wide=True)
+            ok = np.asarray(certified)[:rows.size]
+            dist[rows[ok]], idx[rows[ok]] = np.asarray(d)[:rows.size][ok], np.asarray(i)[:rows.size][ok]
+            still.append(rows[~ok])
+        redo = np.concatenate(still)
+        log.info("knn %s: %d of %d queries took a wider pruning pass", metric, n_first, n_query)
     if redo.size:
         # Queries the pruning could not certify: all distances, in fixed-size chunks.
         log.info("knn %s: %d of %d queries take the brute-force path", metric, redo.size, n_query)
@@ -304,7 +323,11 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
     else:
         r_exact = r_img.reshape(r_img.shape[0], -1).astype(jnp.float32)
         codes2, step = pool2, 0
-    return lambda q: _l1_chunk(_as_images(q), r_exact, pool4, codes2, k=k, code_step=step)
+    def chunk(q, wide=False):
+        caps = (_L1_WIDE_CAPACITY, _L1_WIDE_CAPACITY // 4) if wide else (_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY)
+        return _l1_chunk(_as_images(q), r_exact, pool4, codes2, k=k, code_step=step, cap1=caps[0], cap2=caps[1])
+    chunk.has_wide_pass = True
+    return chunk
 
 
 def vote(neighbor_labels, neighbor_distances, k: int, weights: str = "uniform",

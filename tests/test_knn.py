@@ -26,14 +26,34 @@ def test_pruned_search_equals_brute_force(metric):
     assert np.all(np.diff(fast.distances, axis=1) >= 0)
 
 
-def test_l1_cascade_overflow_falls_back_exactly(monkeypatch):
-    # Capacities far below the survivors force the fallback path for most queries.
-    monkeypatch.setattr(knn, "_L1_STAGE1_CAPACITY", 40)
-    monkeypatch.setattr(knn, "_L1_STAGE2_CAPACITY", 8)
-    ds = make_dataset(n_train=500, n_test=50, seed=2)
-    fast = knn.search(ds.x_train, ds.x_test, 5, "l1")
-    brute = knn.search(ds.x_train, ds.x_test, 5, "l1", method="brute")
+def _smooth_images(n, rng, noise=20):
+    # Blocky images plus noise: the pooled bounds prune, but not always within tiny capacities.
+    blocks = np.repeat(np.repeat(rng.integers(0, 256, (n, 7, 7)), 4, 1), 4, 2)
+    return np.clip(blocks + rng.integers(-noise, noise + 1, (n, 28, 28)), 0, 255).astype(np.uint8)
+
+
+def test_l1_cascade_overflow_falls_back_exactly(monkeypatch, caplog):
+    # Tiny capacities: most queries overflow the first pass; the wider pass certifies most of
+    # those, and the rest take brute force. All three paths must give the exact answer.
+    monkeypatch.setattr(knn, "_L1_STAGE1_CAPACITY", 8)
+    monkeypatch.setattr(knn, "_L1_STAGE2_CAPACITY", 2)
+    monkeypatch.setattr(knn, "_L1_WIDE_CAPACITY", 40)
+    rng = np.random.default_rng(0)
+    x_train, x_query = _smooth_images(500, rng), _smooth_images(50, rng)
+    with caplog.at_level("INFO", logger="fmnist_jax.knn"):
+        fast = knn.search(x_train, x_query, 5, "l1")
+    assert "took a wider pruning pass" in caplog.text and "brute-force path" in caplog.text
+    brute = knn.search(x_train, x_query, 5, "l1", method="brute")
     np.testing.assert_array_equal(fast.indices, brute.indices)
+
+
+def test_capacities_below_k_still_return_k_neighbours(monkeypatch):
+    monkeypatch.setattr(knn, "_L1_STAGE1_CAPACITY", 4)
+    monkeypatch.setattr(knn, "_L1_STAGE2_CAPACITY", 2)
+    rng = np.random.default_rng(1)
+    x_train, x_query = _smooth_images(300, rng), _smooth_images(10, rng)
+    fast = knn.search(x_train, x_query, 9, "l1")
+    np.testing.assert_array_equal(fast.indices, knn.search(x_train, x_query, 9, "l1", method="brute").indices)
 
 
 def test_distances_are_true_distances():

@@ -1,0 +1,167 @@
+"""Training and evaluation images/second, side by side: fmnist_jax (each conv implementation),
+PyTorch and Keras/TensorFlow, for the seed 002 net and seed 003's small net, Adam, batch 250.
+
+  python -m benchmarks.train_throughput                  # peers that are installed
+  python -m benchmarks.train_throughput --steps=10 --nets=seed003
+
+Same machine, same process, same synthetic batches; every framework gets warm-up steps first
+and is timed over --steps steps (median of --repeats timings). The ratio column is
+fmnist_jax-or-peer images/s divided by PyTorch's (> 1: faster than PyTorch).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("nets", ["seed002", "seed003"], "Networks to time.")
+flags.DEFINE_list("frameworks", ["jax-xla", "jax-matmul", "torch", "keras"], "Implementations to time.")
+flags.DEFINE_integer("batch", 250, "Batch size.")
+flags.DEFINE_integer("steps", 8, "Training steps per timing.")
+flags.DEFINE_integer("repeats", 3, "Timings per implementation (the median is reported).")
+flags.DEFINE_integer("threads", 0, "Threads for PyTorch/TensorFlow (0: their default).")
+
+
+def _median_rate(run, images_per_call: int) -> float:
+    run()  # warm-up (compilation, allocator)
+    times = []
+    for _ in range(FLAGS.repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return images_per_call / statistics.median(times)
+
+
+def _data(n: int):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)
+
+
+def time_jax(net: str, impl: str, steps: int):
+    import jax
+    import jax.numpy as jnp
+
+    from fmnist_jax import models, train
+    from fmnist_jax.models import layers
+
+    x, y = _data(FLAGS.batch * steps)
+    with layers.conv_impl(impl):
+        cfg = train.TrainConfig(model=net, batch_size=FLAGS.batch, augment=())
+        model = models.create(net)
+        tx = train.make_optimizer(cfg, steps)
+        run_steps = jax.jit(train.make_run_steps(train.make_train_step(model, tx, train.build_augment(cfg))),
+                            donate_argnums=(0,))
+        state = [train.init_state(model, tx, jax.random.key(0))]
+        xd, yd = jnp.asarray(x), jnp.asarray(y)
+        idx = jnp.arange(len(y)).reshape(steps, FLAGS.batch)
+
+        def train_run():
+            state[0], _ = run_steps(state[0], xd, yd, idx, jax.random.key(1))
+            jax.block_until_ready(state[0])
+
+        train_rate = _median_rate(train_run, len(y))
+        evaluate = train.make_evaluate(model, FLAGS.batch)
+        eval_rate = _median_rate(lambda: evaluate(train.variables_of(state[0]), xd, yd), len(y))
+    return train_rate, eval_rate
+
+
+def _torch_net(net: str):
+    import torch
+    from torch import nn
+    if net == "seed002":
+        return nn.Sequential(
+            nn.BatchNorm2d(1), nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(64),
+            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
+            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
+            nn.Linear(6272, 512), nn.ReLU(), nn.Dropout(0.5), nn.Linear(512, 256), nn.ReLU(),
+            nn.Dropout(0.5), nn.BatchNorm1d(256), nn.Linear(256, 10))
+    return nn.Sequential(
+        nn.BatchNorm2d(1), nn.Conv2d(1, 64, 4, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.1),
+        nn.Conv2d(64, 64, 4), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.3), nn.Flatten(),
+        nn.Linear(1600, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 64), nn.ReLU(),
+        nn.BatchNorm1d(64), nn.Linear(64, 10))
+
+
+def time_torch(net: str):
+    import torch
+    if FLAGS.threads:
+        torch.set_num_threads(FLAGS.threads)
+    torch.manual_seed(0)
+    x, y = _data(FLAGS.batch * FLAGS.steps)
+    xt = torch.from_numpy(x).float().div(255).unsqueeze(1)
+    yt = torch.from_numpy(y).long()
+    model = _torch_net(net)
+    opt = torch.optim.Adam(model.parameters(), 1e-3)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train_run():
+        model.train()
+        for i in range(FLAGS.steps):
+            sl = slice(i * FLAGS.batch, (i + 1) * FLAGS.batch)
+            opt.zero_grad(set_to_none=True)
+            loss_fn(model(xt[sl]), yt[sl]).backward()
+            opt.step()
+
+    def eval_run():
+        model.eval()
+        with torch.no_grad():
+            for i in range(FLAGS.steps):
+                model(xt[i * FLAGS.batch:(i + 1) * FLAGS.batch]).argmax(1)
+
+    return _median_rate(train_run, len(y)), _median_rate(eval_run, len(y))
+
+
+def time_keras(net: str):
+    import os
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+    from keras import layers as kl
+    x, y = _data(FLAGS.batch * FLAGS.steps)
+    x = (x.astype(np.float32) / 255)[..., None]
+    if net == "seed002":
+        model = keras.Sequential([
+            keras.Input((28, 28, 1)), kl.BatchNormalization(), kl.Conv2D(64, 3, padding="same", activation="relu"),
+            kl.BatchNormalization(), kl.Conv2D(64, 3, padding="same", activation="relu"), kl.MaxPooling2D(),
+            kl.Dropout(0.25), kl.Conv2D(128, 3, padding="same", activation="relu"), kl.MaxPooling2D(),
+            kl.Dropout(0.25), kl.Flatten(), kl.Dense(512, activation="relu"), kl.Dropout(0.5),
+            kl.Dense(256, activation="relu"), kl.Dropout(0.5), kl.BatchNormalization(), kl.Dense(10)])
+    else:
+        model = keras.Sequential([
+            keras.Input((28, 28, 1)), kl.BatchNormalization(), kl.Conv2D(64, 4, padding="same", activation="relu"),
+            kl.MaxPooling2D(), kl.Dropout(0.1), kl.Conv2D(64, 4, activation="relu"), kl.MaxPooling2D(),
+            kl.Dropout(0.3), kl.Flatten(), kl.Dense(256, activation="relu"), kl.Dropout(0.5),
+            kl.Dense(64, activation="relu"), kl.BatchNormalization(), kl.Dense(10)])
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    train_rate = _median_rate(lambda: model.fit(x, y, batch_size=FLAGS.batch, epochs=1, verbose=0), len(y))
+    eval_rate = _median_rate(lambda: model.predict(x, batch_size=FLAGS.batch, verbose=0), len(y))
+    return train_rate, eval_rate
+
+
+def main(argv):
+    del argv
+    # XLA's CPU convolution gradients run at a few images/s on the seed 002 net: time fewer steps.
+    runners = {"jax-xla": lambda n: time_jax(n, "xla", max(1, FLAGS.steps // 8)),
+               "jax-matmul": lambda n: time_jax(n, "matmul", FLAGS.steps),
+               "torch": time_torch, "keras": time_keras}
+    print(f"training / evaluation images per second, batch {FLAGS.batch}, Adam; "
+          f"median of {FLAGS.repeats} timings of {FLAGS.steps} steps")
+    print(f"{'net':<9}{'implementation':<14}{'train img/s':>12}{'eval img/s':>12}{'train vs torch':>16}")
+    for net in FLAGS.nets:
+        results = {}
+        for name in FLAGS.frameworks:
+            try:
+                results[name] = runners[name](net)
+            except ImportError as e:
+                print(f"{net:<9}{name:<14}  skipped ({e.name} is not installed: pip install -e '.[bench]')")
+        torch_rate = results.get("torch", (None,))[0]
+        for name, (train_rate, eval_rate) in results.items():
+            ratio = f"{train_rate / torch_rate:16.2f}" if torch_rate else f"{'':>16}"
+            print(f"{net:<9}{name:<14}{train_rate:12.0f}{eval_rate:12.0f}{ratio}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
