@@ -63,3 +63,14 @@ def test_auto_resolves_per_backend_and_context():
     with pytest.raises(ValueError, match="unknown conv implementation"):
         with layers.conv_impl("fft"):
             pass
+
+
+@pytest.mark.parametrize("size", [28, 11, 7])
+def test_max_pool_matches_flax_values_and_gradients(size):
+    import flax.linen as nn
+    x = jax.random.normal(jax.random.key(size), (2, size, size, 3))   # no ties
+    ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
+    np.testing.assert_array_equal(layers.max_pool(x), ref(x))
+    weights = jax.random.normal(jax.random.key(1), ref(x).shape)
+    grad = lambda fn: jax.grad(lambda x: (fn(x) * weights).sum())(x)
+    np.testing.assert_allclose(grad(layers.max_pool), grad(ref), rtol=1e-6)

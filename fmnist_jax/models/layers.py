@@ -121,7 +121,16 @@ class Conv(nn.Module):
 
 
 def max_pool(x, size: int = 2):
-    return nn.max_pool(x, (size, size), strides=(size, size))
+    """Non-overlapping size x size max-pooling (VALID: a remainder row/column is dropped).
+
+    Written as a reshape and a max rather than nn.max_pool: XLA CPU's select-and-scatter gradient
+    made the seed 002 training step 20% slower (449 vs 540 images/s). The gradient differs only
+    where a window holds several equal maxima, which it shares among them.
+    """
+    n, h, w, c = x.shape
+    h, w = h - h % size, w - w % size
+    x = x[:, :h, :w, :]
+    return x.reshape(n, h // size, size, w // size, size, c).max(axis=(2, 4))
 
 
 def flatten(x):
