@@ -99,3 +99,23 @@ def test_segment_length_divides_the_epoch():
     assert train.segment_length(204) == 17
     assert train.segment_length(7) == 1
     assert 100 % train.segment_length(100) == 0
+
+
+def test_vmapped_members_match_members_trained_alone():
+    # Groundwork for ensembles: the training scan maps over a member axis of (state, loop key),
+    # and each member equals the same member trained on its own, to float tolerance.
+    t = _trainer(dataclasses.replace(TINY, augment=("flip", "erase")))
+    run_steps = train.make_run_steps(train.make_train_step(t.model, t.tx, train.build_augment(t.cfg)))
+    init_keys = jax.random.split(jax.random.key(0), 2)
+    loop_keys = jax.random.split(jax.random.key(1), 2)
+    idx = train.epoch_batches(t.keys.data, 0, len(t.y_train), t.cfg.batch_size)
+    stacked = jax.vmap(lambda k: train.init_state(t.model, t.tx, k))(init_keys)
+    together, _ = jax.jit(jax.vmap(run_steps, in_axes=(0, None, None, None, 0)))(
+        stacked, t.x_train, t.y_train, idx, loop_keys)
+    alone = [jax.jit(run_steps)(train.init_state(t.model, t.tx, init_keys[i]), t.x_train, t.y_train, idx,
+                                loop_keys[i])[0] for i in range(2)]
+    for i in range(2):
+        for a, b in zip(jax.tree.leaves(jax.tree.map(lambda v: v[i], together.params)),
+                        jax.tree.leaves(alone[i].params)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)
+    assert not _leaves_equal(alone[0].params, alone[1].params)
