@@ -103,8 +103,11 @@ def test_segment_length_divides_the_epoch():
 
 def test_vmapped_members_match_members_trained_alone():
     # Groundwork for ensembles: the training scan maps over a member axis of (state, loop key),
-    # and each member equals the same member trained on its own, to float tolerance.
-    t = _trainer(dataclasses.replace(TINY, augment=("flip", "erase")))
+    # and each member equals the same member trained on its own, to float tolerance. SGD keeps
+    # reassociation differences near float level (a ReLU at its kink can still move a unit by
+    # ~1e-4); Adam's normalised step can turn the sign of a
+    # near-zero gradient into a difference of the learning rate itself.
+    t = _trainer(dataclasses.replace(TINY, augment=("flip", "erase"), optimizer="sgd", lr=0.05))
     run_steps = train.make_run_steps(train.make_train_step(t.model, t.tx, train.build_augment(t.cfg)))
     init_keys = jax.random.split(jax.random.key(0), 2)
     loop_keys = jax.random.split(jax.random.key(1), 2)
@@ -118,4 +121,7 @@ def test_vmapped_members_match_members_trained_alone():
         for a, b in zip(jax.tree.leaves(jax.tree.map(lambda v: v[i], together.params)),
                         jax.tree.leaves(alone[i].params)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)
-    assert not _leaves_equal(alone[0].params, alone[1].params)
+    # Members with different keys differ by far more than that tolerance.
+    gap = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+              for a, b in zip(jax.tree.leaves(alone[0].params), jax.tree.leaves(alone[1].params)))
+    assert gap > 1e-2
