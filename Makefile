@@ -56,6 +56,7 @@ bench: env
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m benchmarks.knn
 	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.ensemble
 
 clean:
 	rm -rf $(VENV) *.egg-info
