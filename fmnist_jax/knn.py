@@ -36,7 +36,8 @@ WEIGHTS = ("uniform", "distance")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of device memory the largest chunk may use
 
 # Capacities of the L1 cascade; overflowing queries are recomputed exactly.
-# Measured on Fashion-MNIST (k=5): about 5% of queries overflow and take the brute-force path.
+# Measured on Fashion-MNIST (k=5): about 5% of queries overflow the first pass; a wider pass
+# certifies most of those and the rest take the brute-force path.
 _L1_SEED_CANDIDATES = 64
 _L1_STAGE1_CAPACITY = 4096
 _L1_STAGE2_CAPACITY = 1024
@@ -255,7 +256,7 @@ def search(x_train, x_query, k: int, metric: str = "l2", *,
     dim = int(np.prod(r.shape[1:]))
     n_query = int(np.shape(x_query)[0])
     size = chunk_size(n_train, dim, memory_budget, metric)
-    run_chunk = _make_chunk_fn(r, k, metric, method)
+    run_chunk, run_wide = _make_chunk_fn(r, k, metric, method)
     dists, idxs, redo = [], [], []
     for start in range(0, n_query, size):
         q = jnp.asarray(x_query[start:start + size])
@@ -271,25 +272,20 @@ def search(x_train, x_query, k: int, metric: str = "l2", *,
     dist = np.concatenate(dists) if dists else np.zeros((0, k))
     idx = np.concatenate(idxs) if idxs else np.zeros((0, k), np.int32)
     redo = np.concatenate(redo) if redo else np.zeros(0, np.int64)
-    if redo.size and getattr(run_chunk, "has_wide_pass", False):
-        n_first = redo.size
+    if redo.size and run_wide is not None:
+        log.info("knn %s: %d of %d queries took a wider pruning pass", metric, redo.size, n_query)
         still = []
-        for start in range(0, redo.size, _WIDE_CHUNK):
-            rows = redo[start:start + _WIDE_CHUNK]
-            padded = np.concatenate([rows, np.repeat(rows[-1:], _WIDE_CHUNK - rows.size)])
-            d, i, certified = run_chunk(jnp.asarray(np.asarray(x_query)[padded]), wide=True)
+        for rows, queries in _fixed_size_chunks(x_query, redo, _WIDE_CHUNK):
+            d, i, certified = run_wide(queries)
             ok = np.asarray(certified)[:rows.size]
             dist[rows[ok]], idx[rows[ok]] = np.asarray(d)[:rows.size][ok], np.asarray(i)[:rows.size][ok]
             still.append(rows[~ok])
         redo = np.concatenate(still)
-        log.info("knn %s: %d of %d queries took a wider pruning pass", metric, n_first, n_query)
     if redo.size:
-        # Queries the pruning could not certify: all distances, in fixed-size chunks.
+        # Queries the pruning could not certify: all distances.
         log.info("knn %s: %d of %d queries take the brute-force path", metric, redo.size, n_query)
-        for start in range(0, redo.size, _BRUTE_CHUNK):
-            rows = redo[start:start + _BRUTE_CHUNK]
-            padded = np.concatenate([rows, np.repeat(rows[-1:], _BRUTE_CHUNK - rows.size)])
-            bd, bi = _brute_chunk(jnp.asarray(np.asarray(x_query)[padded]), r, k=k, metric=metric)
+        for rows, queries in _fixed_size_chunks(x_query, redo, _BRUTE_CHUNK):
+            bd, bi = _brute_chunk(queries, r, k=k, metric=metric)
             dist[rows], idx[rows] = np.asarray(bd)[:rows.size], np.asarray(bi)[:rows.size]
     dist = dist.astype(np.float64)
     if metric == "l2":
@@ -297,13 +293,27 @@ def search(x_train, x_query, k: int, metric: str = "l2", *,
     return Neighbors(dist, idx.astype(np.int64))
 
 
+def _fixed_size_chunks(x_query, rows, size: int):
+    """(rows, queries) chunks of the given query rows, the last padded by repetition to `size`,
+    so every chunk runs the same compiled program."""
+    x_query = np.asarray(x_query)
+    for start in range(0, rows.size, size):
+        part = rows[start:start + size]
+        padded = np.concatenate([part, np.repeat(part[-1:], size - part.size)])
+        yield part, jnp.asarray(x_query[padded])
+
+
 def _make_chunk_fn(r, k: int, metric: str, method: str):
-    """A function chunk -> (squared-or-L1 distances, indices, certified) for the chosen method."""
+    """(first_pass, wide_pass): functions chunk -> (squared-or-L1 distances, indices, certified).
+
+    wide_pass (L1 only, else None) re-runs the pruning with larger capacities for the queries the
+    first pass could not certify.
+    """
     if method == "brute":
         def brute(q):
             d, i = _brute_chunk(q, r, k=k, metric=metric)
             return d, i, jnp.ones(q.shape[0], bool)
-        return brute
+        return brute, None
     if method != "auto":
         raise ValueError(f"unknown method {method!r}; choose 'auto' or 'brute'.")
     if metric == "l2":
@@ -313,7 +323,7 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
         n_cand = min(k + _L2_CANDIDATE_MARGIN, r_flat.shape[0] - 1)
         if n_cand < k:  # tiny training sets: brute force is exact and cheap
             return _make_chunk_fn(r, k, metric, "brute")
-        return lambda q: _l2_chunk(_flatten(q), r_flat, r_t, r_sq, k=k, n_candidates=n_cand)
+        return lambda q: _l2_chunk(_flatten(q), r_flat, r_t, r_sq, k=k, n_candidates=n_cand), None
     r_img = _as_images(r)
     pool4, pool2 = _pool_sums(r_img, 4), _pool_sums(r_img, 2)
     if r_img.dtype == jnp.uint8:
@@ -323,11 +333,13 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
     else:
         r_exact = r_img.reshape(r_img.shape[0], -1).astype(jnp.float32)
         codes2, step = pool2, 0
-    def chunk(q, wide=False):
-        caps = (_L1_WIDE_CAPACITY, _L1_WIDE_CAPACITY // 4) if wide else (_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY)
-        return _l1_chunk(_as_images(q), r_exact, pool4, codes2, k=k, code_step=step, cap1=caps[0], cap2=caps[1])
-    chunk.has_wide_pass = True
-    return chunk
+
+    def with_capacities(cap1, cap2):
+        return lambda q: _l1_chunk(_as_images(q), r_exact, pool4, codes2, k=k, code_step=step,
+                                   cap1=cap1, cap2=cap2)
+
+    return (with_capacities(_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY),
+            with_capacities(_L1_WIDE_CAPACITY, _L1_WIDE_CAPACITY // 4))
 
 
 def vote(neighbor_labels, neighbor_distances, k: int, weights: str = "uniform",
