@@ -126,14 +126,15 @@ def split_dataset(cfg: train.TrainConfig, ds: data.Dataset):
 class ProgressBar:
     """A one-line progress bar on stderr while an epoch runs (only on a terminal)."""
 
-    def __init__(self, epoch: int, epochs: int):
-        self.prefix = f"epoch {epoch}/{epochs}"
+    def __init__(self, epochs: int):
+        self.epochs = epochs
         self.enabled = sys.stderr.isatty()
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, epoch: int, done: int, total: int) -> None:
         if self.enabled:
             filled = int(30 * done / total)
-            sys.stderr.write(f"\r{self.prefix} [{'#' * filled}{' ' * (30 - filled)}] {done}/{total} steps")
+            sys.stderr.write(f"\repoch {epoch}/{self.epochs} [{'#' * filled}{' ' * (30 - filled)}] "
+                             f"{done}/{total} steps")
             sys.stderr.flush()
             if done >= total:
                 sys.stderr.write("\r" + " " * 70 + "\r")
@@ -186,7 +187,7 @@ def run(cfg: train.TrainConfig, run_name: str, *, dataset: str = "fashion_mnist"
                     cfg.batch_size, jax.devices()[0].platform, layers.resolve_conv_impl())
     with open(out / "metrics.jsonl", "w") as f:  # rewritten: a resumed run drops epochs it repeats
         f.writelines(json.dumps(h) + "\n" for h in history)
-    for result, state in trainer.epochs(state, start_epoch, ProgressBar(start_epoch + 1, cfg.epochs)):
+    for result, state in trainer.epochs(state, start_epoch, ProgressBar(cfg.epochs)):
         ckpts.save(result.epoch, state, result.val_accuracy)
         history.append(result.as_dict())
         with open(out / "metrics.jsonl", "a") as f:

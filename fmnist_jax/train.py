@@ -9,6 +9,7 @@ the same bits, and a run resumed from a checkpoint continues exactly as if never
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -334,12 +335,16 @@ class Trainer:
         return state, jax.device_get(totals)
 
     def epochs(self, state: TrainState, start_epoch: int = 0,
-               progress: Callable[[int, int], None] | None = None) -> Iterator[tuple[EpochResult, TrainState]]:
-        """Trains epochs start_epoch .. cfg.epochs-1, yielding each epoch's result and state."""
+               progress: Callable[[int, int, int], None] | None = None) -> Iterator[tuple[EpochResult, TrainState]]:
+        """Trains epochs start_epoch .. cfg.epochs-1, yielding each epoch's result and state.
+
+        progress, if given, is called as progress(epoch (1-based), done_steps, total_steps).
+        """
         for epoch in range(start_epoch, self.cfg.epochs):
             lr = float(self.schedule(int(state.step)))
             start = time.perf_counter()
-            state, sums = self.train_epoch(state, epoch, progress)
+            epoch_progress = None if progress is None else functools.partial(progress, epoch + 1)
+            state, sums = self.train_epoch(state, epoch, epoch_progress)
             jax.block_until_ready(state)
             seconds = time.perf_counter() - start
             train_loss = float(sums["loss"]) / float(sums["count"])

@@ -125,3 +125,12 @@ def test_vmapped_members_match_members_trained_alone():
     gap = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
               for a, b in zip(jax.tree.leaves(alone[0].params), jax.tree.leaves(alone[1].params)))
     assert gap > 1e-2
+
+
+def test_progress_reports_each_epoch_and_its_steps():
+    t = _trainer(dataclasses.replace(TINY, model="mlp", augment=()))
+    calls = []
+    for _ in t.epochs(t.init(), progress=lambda epoch, done, total: calls.append((epoch, done, total))):
+        pass
+    assert {c[0] for c in calls} == {1, 2}
+    assert (1, t.steps_per_epoch, t.steps_per_epoch) in calls and (2, t.steps_per_epoch, t.steps_per_epoch) in calls
