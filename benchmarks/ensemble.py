@@ -9,14 +9,12 @@ images/s (counting every member's images) and the ratio vmapped / sequential (> 
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks.timing import median_seconds
 from fmnist_jax import models, train
 from fmnist_jax.models import layers
 
@@ -27,16 +25,6 @@ flags.DEFINE_list("conv_impls", ["matmul"], "Convolution implementations to comp
 flags.DEFINE_integer("batch", 250, "Batch size per member.")
 flags.DEFINE_integer("steps", 4, "Training steps per timing.")
 flags.DEFINE_integer("repeats", 3, "Timings (median reported).")
-
-
-def _median_seconds(run) -> float:
-    run()
-    times = []
-    for _ in range(FLAGS.repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure(net: str, impl: str) -> tuple[float, float]:
@@ -69,7 +57,7 @@ def measure(net: str, impl: str) -> tuple[float, float]:
             jax.block_until_ready(stacked[0])
 
         images = n * FLAGS.members
-        return images / _median_seconds(sequential), images / _median_seconds(together)
+        return images / median_seconds(sequential, FLAGS.repeats), images / median_seconds(together, FLAGS.repeats)
 
 
 def main(argv):

@@ -11,11 +11,10 @@ fmnist_jax-or-peer images/s divided by PyTorch's (> 1: faster than PyTorch).
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import numpy as np
 from absl import app, flags
+
+from benchmarks.timing import median_seconds
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("nets", ["seed002", "seed003"], "Networks to time.")
@@ -27,13 +26,7 @@ flags.DEFINE_integer("threads", 0, "Threads for PyTorch/TensorFlow (0: their def
 
 
 def _median_rate(run, images_per_call: int) -> float:
-    run()  # warm-up (compilation, allocator)
-    times = []
-    for _ in range(FLAGS.repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return images_per_call / statistics.median(times)
+    return images_per_call / median_seconds(run, FLAGS.repeats)
 
 
 def _data(n: int):
