@@ -1,82 +1,80 @@
 """Evaluate a trained run on the test set: accuracy/loss, confusion matrix, misclassified images,
-per-class precision/recall/F1.
+per-class precision/recall/F1 — of the ensemble of its members, or of one member.
 
-  python -m experiments.evaluate --run=seed002_s0 [--which=best|latest] [--tta]
+  python -m experiments.evaluate --run=seed002_s0 [--which=best|latest] [--tta] [--member=I]
 
-Reads results/<run>/config.json and checkpoints/<run>/; writes results/<run>/eval_<which>[_tta]/
-(metrics.json, classification_report.json, confusion_matrix.png, misclassified.png).
+Reads results/<run>/config.json and checkpoints/<run>/; writes results/<run>/eval_<which>[_memberI][_tta]/
+(metrics.json, classification_report.json, confusion_matrix.png, misclassified.png). For a run of
+several members the report is of their soft vote (mean softmax) unless --member picks one, and
+metrics.json also lists every member's accuracy with their mean ± std.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import jax
 import numpy as np
 from absl import app, flags
 
-from experiments import common
-from fmnist_jax import checkpoint, data, report, train
+from experiments import common, training
+from fmnist_jax import checkpoint, data, ensemble, report, sharding, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).")
-flags.DEFINE_enum("which", "best", ["best", "latest"], "Checkpoint: best validation accuracy or the latest epoch.")
+flags.DEFINE_enum("which", "best", ["best", "latest"],
+                  "Each member's best-validation variables, or the latest epoch's.")
 flags.DEFINE_bool("tta", False, "Average the prediction with the horizontally flipped image's.")
+flags.DEFINE_integer("member", None, "Report on this member alone (0-based) instead of the ensemble.")
 
 
-def load_config(results_dir: str, run: str) -> tuple[train.TrainConfig, dict]:
-    path = Path(results_dir) / run / "config.json"
-    if not path.exists():
-        raise common.UsageError(f"no run {run!r}: {path} does not exist (train it with experiments.cnn).")
-    saved = json.loads(path.read_text())
-    fields = {f: saved[f] for f in train.TrainConfig.__dataclass_fields__ if f in saved}
-    fields["augment"] = tuple(fields.get("augment", ()))
-    return train.TrainConfig(**fields), saved
-
-
-def softmax(logits):
-    e = np.exp(logits - logits.max(-1, keepdims=True))
-    return e / e.sum(-1, keepdims=True)
-
-
-def evaluate_run(run: str, which: str = "best", tta: bool = False, *, data_dir=None,
-                 checkpoint_dir: str = "checkpoints", results_dir: str = "results") -> dict:
+def evaluate_run(run: str, which: str = "best", tta: bool = False, member: int | None = None, *,
+                 data_dir=None, checkpoint_dir: str = "checkpoints", results_dir: str = "results") -> dict:
     """Evaluates one checkpoint of `run` on the test set and writes the report files."""
-    cfg, saved = load_config(results_dir, run)
+    cfg, members, saved = training.load_record(results_dir, run)
+    if member is not None and not 0 <= member < len(members):
+        raise common.UsageError(f"--member must be in 0..{len(members) - 1} for run {run!r}, got {member}.")
     ckpt_path = Path(checkpoint_dir) / run
     if not ckpt_path.exists():
         raise common.UsageError(f"run {run!r} has no checkpoints in {ckpt_path}.")
-    ckpts = checkpoint.RunCheckpoints(ckpt_path)
-    epoch = ckpts.best_epoch() if which == "best" else ckpts.latest_epoch()
-    if epoch is None:
-        raise common.UsageError(f"run {run!r} has no {which} checkpoint in {ckpt_path}.")
-    model = train.build_model(cfg)
-    tx = train.make_optimizer(cfg, 1)
-    state = ckpts.restore(epoch, train.init_state(model, tx, jax.random.key(0)))
-    ckpts.close()
     ds = data.load(saved.get("dataset", "fashion_mnist"), data_dir)
-    predict = train.make_predict(model, cfg.eval_batch_size)
-    variables = train.variables_of(state)
-    probs = softmax(predict(variables, ds.x_test))
-    if tta:
-        probs = (probs + softmax(predict(variables, ds.x_test[:, :, ::-1]))) / 2
-    y_pred = probs.argmax(-1)
+    t = training.build_trainer(cfg, members, ds, saved.get("split_per_seed", False))
+    ckpts = checkpoint.RunCheckpoints(ckpt_path)
+    epoch = ckpts.latest_epoch()
+    if epoch is None:
+        raise common.UsageError(f"run {run!r} has no checkpoint in {ckpt_path}.")
+    state = ckpts.restore(epoch, t.abstract_state())
+    ckpts.close()
+    variables = state.best if which == "best" else train.variables_of(state.train)
+    x_test = sharding.put(ds.x_test, sharding.replicated(t.mesh))
+    logits = t.predict(variables, x_test)
+    probs = ensemble.member_probabilities(logits, t.predict(variables, x_test, flip=True) if tta else None)
     y_test = ds.y_test.astype(np.int64)
-    loss = float(-np.log(np.maximum(probs[np.arange(len(y_test)), y_test], 1e-12)).mean())
+    scores = ensemble.score(probs, y_test)
+    chosen = probs.mean(0) if member is None else probs[member]
+    y_pred = chosen.argmax(-1)
+    loss = float(-np.log(np.maximum(chosen[np.arange(len(y_test)), y_test], 1e-12)).mean())
     names = data.CLASS_NAMES[saved.get("dataset", "fashion_mnist")]
     rep = report.classification_report(y_test, y_pred, names)
     cm = report.confusion_matrix(y_test, y_pred)
-    out = Path(results_dir) / run / f"eval_{which}{'_tta' if tta else ''}"
+    suffix = ("" if member is None else f"_member{member}") + ("_tta" if tta else "")
+    out = Path(results_dir) / run / f"eval_{which}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {"run": run, "which": which, "epoch": epoch, "tta": tta, "test_accuracy": rep["accuracy"],
-               "test_loss": loss, "n_test": int(len(y_test)), "confusion_matrix": cm.tolist()}
+    epochs = np.asarray(state.best_epoch).tolist() if which == "best" else [epoch] * len(members)
+    subject = "ensemble" if member is None else f"member {member}"
+    metrics = {"run": run, "which": which, "member": member, "epochs": epochs, "tta": tta,
+               "test_accuracy": rep["accuracy"], "test_loss": loss, "n_test": int(len(y_test)),
+               "members": scores, "confusion_matrix": cm.tolist()}
     common.write_json(out / "metrics.json", metrics)
     common.write_json(out / "classification_report.json", rep)
-    report.plot_confusion(cm, names, out / "confusion_matrix.png", f"{run} ({which}, epoch {epoch})")
+    report.plot_confusion(cm, names, out / "confusion_matrix.png", f"{run} ({which}, {subject})")
     report.plot_misclassified(ds.x_test, y_test, y_pred, names, out / "misclassified.png")
-    print(f"{run} {which} checkpoint (epoch {epoch}){' with flip TTA' if tta else ''}: "
+    label = f"{which} checkpoint{'s' if len(members) > 1 else ''} (epoch{'s' if len(members) > 1 else ''} " \
+            f"{', '.join(map(str, epochs))})"
+    print(f"{run} {label}{' with flip TTA' if tta else ''}, {subject if len(members) > 1 else 'model'}: "
           f"test accuracy {rep['accuracy']:.4f}, loss {loss:.4f}")
+    if len(members) > 1:
+        print(f"members: {', '.join(f'{a:.4f}' for a in scores['member_accuracy'])} -> "
+              f"{scores['mean_accuracy']:.4f} ± {scores['std_accuracy']:.4f}; ensemble {scores['ensemble_accuracy']:.4f}")
     print(report.format_report(rep))
     print(f"files in {out}")
     return metrics
@@ -88,7 +86,7 @@ def main(argv):
     try:
         if not FLAGS.run:
             raise common.UsageError("--run is required (a run name under results/).")
-        evaluate_run(FLAGS.run, FLAGS.which, FLAGS.tta, data_dir=FLAGS.data_dir,
+        evaluate_run(FLAGS.run, FLAGS.which, FLAGS.tta, FLAGS.member, data_dir=FLAGS.data_dir,
                      checkpoint_dir=FLAGS.checkpoint_dir, results_dir=FLAGS.results_dir)
     except (common.UsageError, data.DataError, checkpoint.CheckpointError) as e:
         common.fail(str(e))

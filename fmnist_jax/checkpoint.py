@@ -1,10 +1,12 @@
-"""Orbax checkpoints of a run: the best state by validation accuracy and the latest state.
+"""Orbax checkpoints of a run: the latest run state, which carries every member's best.
 
-One CheckpointManager per run directory, steps numbered by epoch. Its preservation policy keeps
-the union of LatestN(1) and BestN(1) by validation accuracy: with `best_fn` + `max_to_keep`
-Orbax may delete the newest step, which breaks resuming. Orbax writes each step to a temporary
-folder and renames it when complete, so a crash during a save never leaves a step that
-`latest_epoch` or `restore` would pick up.
+One CheckpointManager per run directory, steps numbered by epoch, the newest kept. The saved
+pytree is `trainer.RunState`: the latest training state of every member and, per member, the
+variables of its best validation epoch. Keeping the best inside the state (rather than as a
+separate Orbax step chosen by a metric) gives each ensemble member its own best, and a resumed
+run the exact best-so-far of each. Orbax writes each step to a temporary folder and renames it
+when complete, and deletes the previous step only after that, so a crash or a full disk during
+a save never loses the last good checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
 log = logging.getLogger(__name__)
 
@@ -25,26 +26,13 @@ class CheckpointError(Exception):
     """A checkpoint could not be written or read; the message names the folder and the cause."""
 
 
-def _best_key(metrics: dict) -> float:
-    # Highest validation accuracy; among equals the earliest epoch (accuracies differ by at least
-    # 1/n_val >> 1e-9 * epochs, so the tie-break never reorders different accuracies).
-    return float(metrics["val_accuracy"]) - 1e-9 * float(metrics["epoch"])
-
-
 class RunCheckpoints:
-    """Best + latest checkpoints of one run in `directory` (created if missing)."""
+    """The latest checkpoint of one run in `directory` (created if missing)."""
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory).absolute()
         options = ocp.CheckpointManagerOptions(
-            preservation_policy=policies.AnyPreservationPolicy([
-                policies.LatestN(1),
-                policies.BestN(get_metric_fn=_best_key, n=1, keep_checkpoints_without_metrics=False),
-            ]),
-            # Orbax persists step metrics only when best_fn is set; without them a reopened run
-            # would not know its best step. The explicit policy above decides what is kept.
-            best_fn=_best_key,
-            best_mode="max",
+            max_to_keep=1,
             enable_async_checkpointing=False,
             cleanup_tmp_directories=True,
             create=True,
@@ -60,25 +48,10 @@ class RunCheckpoints:
     def latest_epoch(self) -> int | None:
         return self.manager.latest_step()
 
-    def best_epoch(self) -> int | None:
-        scored = [(self._metrics(e), e) for e in self.epochs()]
-        scored = [(_best_key(m), e) for m, e in scored if m]
-        return max(scored)[1] if scored else None
-
-    def _metrics(self, epoch: int) -> dict | None:
+    def save(self, epoch: int, state: Any) -> None:
+        """Saves `state` as step `epoch`, then deletes the previous step."""
         try:
-            return self.manager.metrics(epoch)
-        except Exception:  # a step saved without metrics
-            return None
-
-    def metrics(self, epoch: int) -> dict:
-        return self._metrics(epoch) or {}
-
-    def save(self, epoch: int, state: Any, val_accuracy: float) -> None:
-        """Saves `state` as step `epoch`; old steps that are neither best nor latest are deleted."""
-        metrics = {"val_accuracy": float(val_accuracy), "epoch": int(epoch)}
-        try:
-            self.manager.save(epoch, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+            self.manager.save(epoch, args=ocp.args.StandardSave(state), force=True)
             self.manager.wait_until_finished()
         except Exception as e:
             raise CheckpointError(
@@ -86,7 +59,8 @@ class RunCheckpoints:
                 "earlier checkpoints are untouched.") from e
 
     def restore(self, epoch: int, like: Any) -> Any:
-        """The state saved at `epoch`, with the structure and types of `like` (a state or abstract state)."""
+        """The state saved at `epoch`, with the structure, types and shardings of `like`
+        (a state, or an abstract state such as Trainer.abstract_state())."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
             return self.manager.restore(epoch, args=ocp.args.StandardRestore(abstract))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmnist_jax.models.layers import BatchNorm, Conv, Dense, max_pool, preprocess
+from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, max_pool, preprocess
 
 
 class ConvBN(nn.Module):
@@ -54,5 +54,5 @@ class InceptionNet(nn.Module):
         x = InceptionBlock(48, 64, 16, 16)(x, train=train)
         x = InceptionBlock(64, 96, 32, 32)(x, train=train)
         x = max_pool(x)
-        x = nn.Dropout(self.dropout, deterministic=not train)(x.mean(axis=(1, 2)))
+        x = Dropout(self.dropout, deterministic=not train)(x.mean(axis=(1, 2)))
         return Dense(self.num_classes)(x)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from fmnist_jax.models.layers import Dense, flatten, preprocess
+from fmnist_jax.models.layers import Dense, Dropout, flatten, preprocess
 
 
 class MLP(nn.Module):
@@ -19,5 +19,5 @@ class MLP(nn.Module):
     def __call__(self, x, *, train: bool):
         x = flatten(preprocess(x))
         for width in self.hidden:
-            x = nn.Dropout(self.dropout, deterministic=not train)(nn.relu(Dense(width)(x)))
+            x = Dropout(self.dropout, deterministic=not train)(nn.relu(Dense(width)(x)))
         return Dense(self.num_classes)(x)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from fmnist_jax.models.layers import BatchNorm, Conv, Dense, preprocess
+from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, preprocess
 
 
 class BasicBlock(nn.Module):
@@ -41,7 +41,7 @@ class PreActBlock(nn.Module):
         y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False)(pre)
         y = nn.relu(BatchNorm(use_running_average=not train)(y))
         if self.dropout:
-            y = nn.Dropout(self.dropout, deterministic=not train)(y)
+            y = Dropout(self.dropout, deterministic=not train)(y)
         y = Conv(self.features, use_bias=False)(y)
         return shortcut + y
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from fmnist_jax.models.layers import BatchNorm, Conv, Dense, flatten, max_pool, preprocess
+from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, flatten, max_pool, preprocess
 
 
 class Seed002Net(nn.Module):
@@ -28,13 +28,13 @@ class Seed002Net(nn.Module):
         x = nn.relu(Conv(64)(x))
         x = BatchNorm(use_running_average=not train)(x)
         x = nn.relu(Conv(64)(x))
-        x = nn.Dropout(self.conv_dropout, deterministic=not train)(max_pool(x))
+        x = Dropout(self.conv_dropout, deterministic=not train)(max_pool(x))
         x = nn.relu(Conv(128)(x))
-        x = nn.Dropout(self.conv_dropout, deterministic=not train)(max_pool(x))
+        x = Dropout(self.conv_dropout, deterministic=not train)(max_pool(x))
         x = nn.relu(Dense(512)(flatten(x)))
-        x = nn.Dropout(self.dense_dropout, deterministic=not train)(x)
+        x = Dropout(self.dense_dropout, deterministic=not train)(x)
         x = nn.relu(Dense(256)(x))
-        x = nn.Dropout(self.dense_dropout, deterministic=not train)(x)
+        x = Dropout(self.dense_dropout, deterministic=not train)(x)
         x = BatchNorm(use_running_average=not train)(x)
         return Dense(self.num_classes)(x)
 
@@ -47,11 +47,11 @@ class Seed003SimpleCNN(nn.Module):
     def __call__(self, x, *, train: bool):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
         x = nn.relu(Conv(64, (4, 4))(x))
-        x = nn.Dropout(0.1, deterministic=not train)(max_pool(x))
+        x = Dropout(0.1, deterministic=not train)(max_pool(x))
         x = nn.relu(Conv(64, (4, 4), padding="VALID")(x))
-        x = nn.Dropout(0.3, deterministic=not train)(max_pool(x))
+        x = Dropout(0.3, deterministic=not train)(max_pool(x))
         x = nn.relu(Dense(256)(flatten(x)))
-        x = nn.Dropout(0.5, deterministic=not train)(x)
+        x = Dropout(0.5, deterministic=not train)(x)
         x = nn.relu(Dense(64)(x))
         x = BatchNorm(use_running_average=not train)(x)
         return Dense(self.num_classes)(x)
@@ -68,7 +68,7 @@ class Seed004FourLayerCNN(nn.Module):
         for stage, features in enumerate((32, 64)):
             for _ in range(2):
                 x = nn.relu(BatchNorm(use_running_average=not train)(Conv(features, use_bias=False)(x)))
-            x = nn.Dropout(self.dropout, deterministic=not train)(max_pool(x))
+            x = Dropout(self.dropout, deterministic=not train)(max_pool(x))
         x = nn.relu(Dense(128)(flatten(x)))
-        x = nn.Dropout(2 * self.dropout, deterministic=not train)(x)
+        x = Dropout(2 * self.dropout, deterministic=not train)(x)
         return Dense(self.num_classes)(x)

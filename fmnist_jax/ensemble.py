@@ -1,0 +1,53 @@
+"""Scoring the members of a run together: each member, mean ± std, and the ensemble vote.
+
+The ensemble predicts the class of highest mean softmax over members (soft voting). Flip TTA
+averages each member's softmax over the image and its mirror image before anything else.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64 for stable averaging."""
+    z = np.asarray(logits, np.float64)
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def member_probabilities(logits: np.ndarray, flipped_logits: np.ndarray | None = None) -> np.ndarray:
+    """[M, N, C] class probabilities of each member, averaged with the flipped images' if given."""
+    probs = softmax(logits)
+    if flipped_logits is not None:
+        probs = (probs + softmax(flipped_logits)) / 2
+    return probs
+
+
+def _nll(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    picked = np.take_along_axis(probs, labels[None, :, None], axis=-1)[..., 0]
+    return -np.log(np.maximum(picked, 1e-12)).mean(-1)
+
+
+def score(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """Accuracy and loss of every member [M, N, C] and of their soft vote.
+
+    std is the sample standard deviation over members (ddof=1; 0 for a single member), the
+    convention of reporting "mean ± std over N seeds".
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    accuracy = (probs.argmax(-1) == labels).mean(-1)
+    vote = probs.mean(0)
+    return {
+        "member_accuracy": accuracy.tolist(),
+        "member_loss": _nll(probs, labels).tolist(),
+        "mean_accuracy": float(accuracy.mean()),
+        "std_accuracy": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else 0.0,
+        "ensemble_accuracy": float((vote.argmax(-1) == labels).mean()),
+        "ensemble_loss": float(_nll(vote[None], labels)[0]),
+    }
+
+
+def vote(probs: np.ndarray) -> np.ndarray:
+    """The ensemble's predicted classes [N] from member probabilities [M, N, C]."""
+    return probs.mean(0).argmax(-1)

@@ -1,0 +1,290 @@
+"""The training loop over a member axis: a single run is an ensemble of one.
+
+A run trains M members at once as one program: the per-member step of `fmnist_jax.train` is
+vmapped over the member axis (``jit(vmap(scan(train_step)))``). Members differ in their seed
+(init, shuffling, augmentation and dropout keys), optionally in their train/validation split
+(seed 003's protocol) and in their shape-free hyper-parameters (a sweep). The member axis is
+sharded across devices when there are several (`fmnist_jax.sharding`).
+
+Each member keeps its own best-by-validation parameters inside the run state, so one checkpoint
+of the `RunState` pytree holds the latest state of every member and every member's best.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fmnist_jax import data, sharding, train
+from fmnist_jax.models.layers import preprocess
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One member of a run: its seed and the hyper-parameters it overrides (see train.HPARAM_NAMES)."""
+    seed: int
+    hparams: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"seed": self.seed, "hparams": dict(self.hparams)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Member":
+        return cls(seed=int(d["seed"]), hparams=dict(d.get("hparams", {})))
+
+
+def seed_members(first_seed: int, n: int) -> list[Member]:
+    """n members with seeds first_seed, first_seed + 1, ..."""
+    return [Member(first_seed + i) for i in range(n)]
+
+
+@flax.struct.dataclass
+class RunState:
+    """Everything a run checkpoints; every array has the member axis first.
+
+    `best` holds each member's parameters and batch statistics from its epoch of highest
+    validation accuracy (the earliest among equals); `best_epoch` is 0 before the first epoch.
+    """
+    train: train.TrainState
+    best: dict
+    best_val_accuracy: jax.Array
+    best_epoch: jax.Array
+
+
+def member_splits(labels: np.ndarray, cfg: train.TrainConfig, seeds: Sequence[int],
+                  per_seed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(train_idx [M, n_train], val_idx [M, n_val]) into `labels`, as cfg.split says.
+
+    per_seed: each member splits with its own seed (seed 003 trained 5 nets on 5 random 80/20
+    splits); otherwise every member uses the split of cfg.seed. Split sizes do not depend on
+    the seed, so the indices stack.
+    """
+    def one(seed):
+        return data.train_val_split(labels, cfg.val_fraction, seed, shuffle=cfg.split != "ordered",
+                                    stratify=cfg.split == "stratified")
+    if per_seed:
+        if cfg.split == "ordered":
+            raise ValueError("an ordered split is the same for every seed; use a random or stratified "
+                             "split with per-seed splits.")
+        splits = [one(s) for s in seeds]
+    else:
+        splits = [one(cfg.seed)] * len(seeds)
+    return np.stack([t for t, _ in splits]), np.stack([v for _, v in splits])
+
+
+@dataclasses.dataclass
+class EpochResult:
+    """One epoch of every member; the scalar fields are means over members."""
+    epoch: int
+    seconds: float
+    images_per_second: float     # all members together
+    lr: list[float]
+    train_loss: list[float]
+    train_accuracy: list[float]
+    val_loss: list[float]
+    val_accuracy: list[float]
+
+    def as_dict(self) -> dict:
+        per_member = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+        row = {"epoch": self.epoch, "seconds": self.seconds, "images_per_second": self.images_per_second}
+        row |= {name: float(np.mean(getattr(self, name))) for name in per_member}
+        row["members"] = {name: list(getattr(self, name)) for name in per_member}
+        return row
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *xs: np.stack(xs), *trees)
+
+
+def make_member_evaluate(model, batch_size: int):
+    """evaluate(variables [M], x, y, idx [M, n]) -> {'loss', 'accuracy'} float arrays [M].
+
+    Each member is evaluated on its own examples (its validation split); exact over a partial
+    last batch.
+    """
+    eval_step = train.make_eval_step(model)
+
+    @jax.jit
+    def sums(variables, x, y, idx, mask):
+        def member(v, member_idx):
+            def body(carry, inputs):
+                i, m = inputs
+                return jax.tree.map(jnp.add, carry, eval_step(v, x[i], y[i], m)), None
+            zero = {name: jnp.zeros((), jnp.float32) for name in ("loss", "correct", "count")}
+            return jax.lax.scan(body, zero, (member_idx, mask))[0]
+        return jax.vmap(member)(variables, idx)
+
+    def evaluate(variables, x, y, idx):
+        idx = np.asarray(idx)
+        n_members, n = idx.shape
+        positions, mask = train.padded_batches(n, batch_size)
+        batched = idx[:, positions]                       # [M, steps, batch]
+        total = jax.device_get(sums(variables, x, y, batched, mask.astype(np.float32)))
+        return {"loss": total["loss"] / total["count"], "accuracy": total["correct"] / total["count"]}
+
+    return evaluate
+
+
+def make_member_predict(model, batch_size: int):
+    """predict(variables [M], x, flip=False) -> logits [M, N, 10] (numpy); flip mirrors every image."""
+
+    @functools.partial(jax.jit, static_argnames="flip")
+    def logits_of(variables, x, idx, flip):
+        def member(v):
+            def body(_, i):
+                images = preprocess(x[i])
+                if flip:
+                    images = images[:, :, ::-1, :]
+                return None, model.apply(v, images, train=False)
+            return jax.lax.scan(body, None, idx)[1]
+        return jax.vmap(member)(variables)
+
+    def predict(variables, x, flip: bool = False):
+        positions, _ = train.padded_batches(len(x), batch_size)
+        logits = np.asarray(jax.device_get(logits_of(variables, x, positions, flip)))
+        return logits.reshape(logits.shape[0], -1, logits.shape[-1])[:, : len(x)]
+
+    return predict
+
+
+class Trainer:
+    """The compiled programs of one configuration over M members, on device-resident data.
+
+    Use: ``t = Trainer(cfg, x, y, train_idx, val_idx, members)``; ``state = t.init()``;
+    ``for result, state in t.epochs(state, start_epoch): ...``. x, y are the whole pool of
+    training images; train_idx / val_idx ([n] shared, or [M, n] per member) index into it.
+    """
+
+    def __init__(self, cfg: train.TrainConfig, x, y, train_idx, val_idx,
+                 members: Sequence[Member] | None = None, devices: Sequence[jax.Device] | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.members = list(members) if members else [Member(cfg.seed)]
+        n_members = len(self.members)
+        train_idx = np.broadcast_to(np.asarray(train_idx), (n_members, np.shape(train_idx)[-1]))
+        val_idx = np.broadcast_to(np.asarray(val_idx), (n_members, np.shape(val_idx)[-1]))
+        if train_idx.shape[1] < cfg.batch_size:
+            raise ValueError(f"batch size {cfg.batch_size} is larger than the training set "
+                             f"({train_idx.shape[1]} images).")
+        if val_idx.shape[1] == 0:
+            raise ValueError("the validation split is empty; raise the validation fraction.")
+        self.hparams = _stack([train.HParams.create(cfg, **m.hparams) for m in self.members])
+        self.model = train.build_model(cfg)
+        self.steps_per_epoch = train_idx.shape[1] // cfg.batch_size
+        self.n_train, self.n_val = train_idx.shape[1], val_idx.shape[1]
+        self.lr_shape = train.learning_rate_schedule(cfg, self.steps_per_epoch, peak=1.0)
+
+        self.mesh = sharding.make_mesh(n_members, cfg.batch_size, devices)
+        by_member = sharding.member_sharding(self.mesh)
+        everywhere = sharding.replicated(self.mesh)
+        self.x = sharding.put(np.asarray(x), everywhere)
+        self.y = sharding.put(np.asarray(y).astype(np.int32), everywhere)
+        self.train_idx = sharding.put(train_idx.astype(np.int32), by_member)
+        self.val_idx = val_idx.astype(np.int32)
+        keys = jax.vmap(train.run_keys)(jnp.asarray([m.seed for m in self.members]))
+        self.init_keys, self.data_keys, self.loop_keys = (sharding.put_keys(k, by_member) for k in keys)
+
+        tx = train.make_optimizer(cfg, self.steps_per_epoch)  # structure only; values come per member
+        init_one = functools.partial(train.init_state, self.model, tx)
+        self._init = jax.jit(jax.vmap(self._init_run_state(init_one)), out_shardings=by_member)
+        run_steps = train.make_run_steps(train.make_train_step(self.model, cfg, self.steps_per_epoch))
+        self._run_steps = jax.jit(jax.vmap(run_steps, in_axes=(0, None, None, 0, 0)),
+                                  donate_argnums=(0,), out_shardings=by_member)
+        self._batches = jax.jit(jax.vmap(self._member_batches, in_axes=(0, 0, None)),
+                                static_argnums=(2,), out_shardings=sharding.batch_sharding(self.mesh))
+        self._keep_best = jax.jit(_keep_best, donate_argnums=(0,), out_shardings=by_member)
+        self.evaluate = make_member_evaluate(self.model, cfg.eval_batch_size)
+        self.predict = make_member_predict(self.model, cfg.eval_batch_size)
+        self.segment = train.segment_length(self.steps_per_epoch)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    @staticmethod
+    def _init_run_state(init_one: Callable):
+        def init(key, hparams):
+            state = init_one(key, hparams)
+            best = train.variables_of(state)
+            return RunState(train=state, best=best, best_val_accuracy=jnp.asarray(-1.0, jnp.float32),
+                            best_epoch=jnp.asarray(0, jnp.int32))
+        return init
+
+    def _member_batches(self, data_key, train_idx, epoch):
+        return train_idx[train.epoch_batches(data_key, epoch, self.n_train, self.cfg.batch_size)]
+
+    def init(self) -> RunState:
+        """Fresh members, sharded over the member axis."""
+        return self._init(self.init_keys, self.hparams)
+
+    def abstract_state(self) -> RunState:
+        """Shapes, dtypes and shardings of the run state, without computing it (for restoring)."""
+        shapes = jax.eval_shape(self._init, self.init_keys, self.hparams)
+        by_member = sharding.member_sharding(self.mesh)
+        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=by_member), shapes)
+
+    def train_epoch(self, state: RunState, epoch: int, progress: Callable[[int, int], None] | None = None):
+        """One epoch (0-based `epoch`) of every member; returns (state, train metric sums [M])."""
+        batches = self._batches(self.data_keys, self.train_idx, epoch)
+        train_state, totals = state.train, None
+        for start in range(0, self.steps_per_epoch, self.segment):
+            train_state, sums = self._run_steps(train_state, self.x, self.y,
+                                                batches[:, start:start + self.segment], self.loop_keys)
+            totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+            if progress is not None:
+                progress(start + self.segment, self.steps_per_epoch)
+        return state.replace(train=train_state), jax.device_get(totals)
+
+    def validate(self, variables) -> dict:
+        """Each member's loss and accuracy on its own validation split ({name: [M]})."""
+        return self.evaluate(variables, self.x, self.y, self.val_idx)
+
+    def epochs(self, state: RunState, start_epoch: int = 0,
+               progress: Callable[[int, int, int], None] | None = None) -> Iterator[tuple[EpochResult, RunState]]:
+        """Trains epochs start_epoch .. cfg.epochs-1, yielding each epoch's result and run state.
+
+        progress, if given, is called as progress(epoch (1-based), done_steps, total_steps).
+        """
+        peak_lr = np.asarray(self.hparams.lr)
+        for epoch in range(start_epoch, self.cfg.epochs):
+            lr = peak_lr * float(self.lr_shape(epoch * self.steps_per_epoch))
+            start = time.perf_counter()
+            epoch_progress = None if progress is None else functools.partial(progress, epoch + 1)
+            state, sums = self.train_epoch(state, epoch, epoch_progress)
+            jax.block_until_ready(state)
+            seconds = time.perf_counter() - start
+            train_loss = sums["loss"] / sums["count"]
+            bad = [(m.seed, loss) for m, loss in zip(self.members, train_loss) if not math.isfinite(loss)]
+            if bad:
+                raise train.TrainingError(
+                    f"the training loss became {bad[0][1]} in epoch {epoch + 1} (member seed "
+                    f"{bad[0][0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower --lr or "
+                    "check the data (the last good checkpoint is kept).")
+            val = self.validate(train.variables_of(state.train))
+            state = self._keep_best(state, jnp.asarray(val["accuracy"], jnp.float32), epoch + 1)
+            yield EpochResult(
+                epoch=epoch + 1, seconds=seconds, images_per_second=float(sums["count"].sum()) / seconds,
+                lr=lr.tolist(), train_loss=train_loss.tolist(),
+                train_accuracy=(sums["correct"] / sums["count"]).tolist(),
+                val_loss=val["loss"].tolist(), val_accuracy=val["accuracy"].tolist()), state
+
+
+def _keep_best(state: RunState, val_accuracy, epoch) -> RunState:
+    """Members whose validation accuracy beat their best take the current variables as best."""
+    better = val_accuracy > state.best_val_accuracy
+
+    def pick(new, old):
+        return jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+    return state.replace(
+        best=jax.tree.map(pick, train.variables_of(state.train), state.best),
+        best_val_accuracy=jnp.where(better, val_accuracy, state.best_val_accuracy),
+        best_epoch=jnp.where(better, epoch, state.best_epoch))
