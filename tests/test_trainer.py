@@ -1,0 +1,145 @@
+"""The member axis: independence of members, a member equal to the same seed trained alone,
+per-member splits and hyper-parameters, best-by-validation bookkeeping, ensemble scoring."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from fmnist_jax import ensemble, train, trainer
+from fmnist_jax.models import layers
+from tests.conftest import make_dataset
+
+# SGD keeps the difference between a vmapped member and the same member alone near float
+# rounding (reassociation inside batched matmuls; a ReLU at its kink can still move a unit by
+# ~1e-4). Adam's normalised step turns the sign of a near-zero gradient into a difference of
+# the learning rate itself, which says nothing about vmapping.
+SGD = train.TrainConfig(model="seed003", epochs=1, batch_size=32, augment=("flip", "erase"),
+                        optimizer="sgd", lr=0.05, split="random", val_fraction=0.25)
+DS = make_dataset(n_train=160, n_test=40)
+
+
+def _trainer(cfg, members, per_seed=False):
+    train_idx, val_idx = trainer.member_splits(DS.y_train, cfg, [m.seed for m in members], per_seed)
+    return trainer.Trainer(cfg, DS.x_train, DS.y_train, train_idx, val_idx, members)
+
+
+def _final(t):
+    *_, (_, state) = t.epochs(t.init())
+    return state
+
+
+def _member(tree, i):
+    return jax.tree.map(lambda v: np.asarray(v[i]), tree)
+
+
+def _assert_close(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-3, atol=1e-4)
+
+
+def _max_gap(a, b):
+    return max(float(np.abs(np.asarray(x) - np.asarray(y)).max())
+               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_a_member_equals_the_same_seed_trained_alone_and_members_differ():
+    together = _final(_trainer(SGD, trainer.seed_members(3, 3), per_seed=True))
+    alone = _final(_trainer(SGD, [trainer.Member(4)], per_seed=True))
+    _assert_close(_member(together.train.params, 1), _member(alone.train.params, 0))
+    _assert_close(_member(together.train.batch_stats, 1), _member(alone.train.batch_stats, 0))
+    # Members with different keys differ by far more than that tolerance.
+    assert _max_gap(_member(together.train.params, 0), _member(together.train.params, 1)) > 1e-2
+    assert _max_gap(_member(together.train.params, 1), _member(together.train.params, 2)) > 1e-2
+
+
+def test_a_sweep_member_equals_a_run_with_its_hyper_parameters():
+    changed = dict(lr=0.02, weight_decay=1e-3, dropout_scale=0.0, erase_p=1.0, label_smoothing=0.1)
+    swept = _final(_trainer(SGD, [trainer.Member(5), trainer.Member(5, changed)]))
+    alone = _final(_trainer(dataclasses.replace(SGD, **changed), [trainer.Member(5)]))
+    _assert_close(_member(swept.train.params, 1), _member(alone.train.params, 0))
+    # Same seed, same data order: only the hyper-parameters make member 0 differ from member 1.
+    assert _max_gap(_member(swept.train.params, 0), _member(swept.train.params, 1)) > 1e-2
+
+
+@pytest.mark.parametrize("name, value", [("lr", 0.2), ("weight_decay", 0.5), ("dropout_scale", 0.0),
+                                         ("erase_p", 0.0), ("label_smoothing", 0.3)])
+def test_each_hyper_parameter_reaches_the_step(name, value):
+    state = _final(_trainer(SGD, [trainer.Member(5), trainer.Member(5, {name: value})]))
+    assert float(state.train.hparams.__getattribute__(name)[1]) == pytest.approx(value)
+    assert _max_gap(_member(state.train.params, 0), _member(state.train.params, 1)) > 1e-4
+
+
+def test_unknown_or_bad_hyper_parameters_are_refused():
+    with pytest.raises(ValueError, match="unknown hyper-parameter 'momentum'"):
+        _trainer(SGD, [trainer.Member(0, {"momentum": 0.5})])
+    with pytest.raises(ValueError, match="learning rate must be positive"):
+        _trainer(SGD, [trainer.Member(0, {"lr": 0.0})])
+
+
+def test_per_seed_splits_differ_and_partition_the_pool():
+    cfg = dataclasses.replace(SGD, split="stratified")
+    train_idx, val_idx = trainer.member_splits(DS.y_train, cfg, [0, 1, 2], per_seed=True)
+    assert train_idx.shape[0] == val_idx.shape[0] == 3 and train_idx.shape[1] + val_idx.shape[1] == 160
+    for t, v in zip(train_idx, val_idx):
+        assert sorted(np.concatenate([t, v]).tolist()) == list(range(160))
+    assert not np.array_equal(np.sort(val_idx[0]), np.sort(val_idx[1]))
+    shared_train, shared_val = trainer.member_splits(DS.y_train, cfg, [0, 1, 2], per_seed=False)
+    assert all(np.array_equal(shared_val[0], v) for v in shared_val)
+    with pytest.raises(ValueError, match="ordered split is the same for every seed"):
+        trainer.member_splits(DS.y_train, dataclasses.replace(SGD, split="ordered"), [0, 1], per_seed=True)
+
+
+def test_each_member_keeps_the_variables_of_its_best_validation_epoch():
+    cfg = dataclasses.replace(SGD, epochs=4, optimizer="adam", lr=3e-3)
+    t = _trainer(cfg, trainer.seed_members(0, 2), per_seed=True)
+    snapshots, accuracies = [], []
+    for result, state in t.epochs(t.init()):
+        snapshots.append(jax.device_get(train.variables_of(state.train)))
+        accuracies.append(result.val_accuracy)
+    accuracies = np.array(accuracies)                       # [epochs, members]
+    for m in range(2):
+        best = int(np.argmax(accuracies[:, m]))             # the earliest of equal maxima
+        assert int(state.best_epoch[m]) == best + 1
+        assert float(state.best_val_accuracy[m]) == pytest.approx(accuracies[best, m])
+        for a, b in zip(jax.tree.leaves(_member(state.best, m)), jax.tree.leaves(_member(snapshots[best], m))):
+            np.testing.assert_array_equal(a, b)
+    # The best variables score on the validation split exactly what was recorded.
+    np.testing.assert_allclose(t.validate(state.best)["accuracy"], np.asarray(state.best_val_accuracy))
+
+
+def test_dropout_keeps_the_expectation_and_scales_with_a_traced_value():
+    x = np.ones((200, 500), np.float32)
+    layer = layers.Dropout(0.3)
+
+    @jax.jit
+    def apply(scale, key):
+        with layers.dropout_scale(scale):
+            return layer.apply({}, x, rngs={"dropout": key})
+
+    y = np.asarray(apply(1.0, jax.random.key(0)))
+    kept = (y != 0).mean()
+    assert abs(kept - 0.7) < 4 * np.sqrt(0.21 / y.size)        # 4 sigma
+    assert abs(y.mean() - 1.0) < 0.01                          # inverted dropout: unbiased
+    assert (np.asarray(apply(0.0, jax.random.key(0))) == 1).all()   # scale 0: no dropout
+    half = (np.asarray(apply(0.5, jax.random.key(1))) != 0).mean()
+    assert abs(half - 0.85) < 4 * np.sqrt(0.85 * 0.15 / y.size)
+    assert (np.asarray(layers.Dropout(0.3, deterministic=True).apply({}, x)) == 1).all()
+
+
+def test_ensemble_scores_members_mean_std_and_soft_vote():
+    labels = np.array([0, 1, 2, 0])
+    # Three members; the vote is right where two members are confident and one is not.
+    logits = np.log(np.array([
+        [[.8, .1, .1], [.1, .8, .1], [.1, .1, .8], [.1, .8, .1]],
+        [[.8, .1, .1], [.6, .3, .1], [.1, .1, .8], [.8, .1, .1]],
+        [[.1, .8, .1], [.1, .8, .1], [.1, .8, .1], [.8, .1, .1]],
+    ]))
+    scores = ensemble.score(ensemble.member_probabilities(logits), labels)
+    np.testing.assert_allclose(scores["member_accuracy"], [0.75, 0.75, 0.5])
+    assert scores["mean_accuracy"] == pytest.approx(2 / 3)
+    assert scores["std_accuracy"] == pytest.approx(np.std([0.75, 0.75, 0.5], ddof=1))
+    assert scores["ensemble_accuracy"] == 1.0
+    flipped = ensemble.member_probabilities(logits, logits[:, :, ::-1])
+    np.testing.assert_allclose(flipped.sum(-1), 1.0)
