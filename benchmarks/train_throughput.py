@@ -35,35 +35,29 @@ def _data(n: int):
 
 
 def time_jax(net: str, impl: str, steps: int):
+    """Training and evaluation images/s of the library's own training path (one member)."""
     import jax
-    import jax.numpy as jnp
 
-    from fmnist_jax import models, train
+    from fmnist_jax import train, trainer
     from fmnist_jax.models import layers
 
     x, y = _data(FLAGS.batch * steps)
     with layers.conv_impl(impl):
-        cfg = train.TrainConfig(model=net, batch_size=FLAGS.batch, augment=())
-        model = models.create(net)
-        tx = train.make_optimizer(cfg, steps)
-        run_steps = jax.jit(train.make_run_steps(train.make_train_step(model, tx, train.build_augment(cfg))),
-                            donate_argnums=(0,))
-        state = [train.init_state(model, tx, jax.random.key(0))]
-        xd, yd = jnp.asarray(x), jnp.asarray(y)
-        idx = jnp.arange(len(y)).reshape(steps, FLAGS.batch)
+        cfg = train.TrainConfig(model=net, batch_size=FLAGS.batch, augment=(), eval_batch_size=FLAGS.batch)
+        everything = np.arange(len(y))
+        t = trainer.Trainer(cfg, x, y, everything, everything)
+        state = [t.init()]
 
         def train_run():
-            state[0], _ = run_steps(state[0], xd, yd, idx, jax.random.key(1))
+            state[0], _ = t.train_epoch(state[0], 0)
             jax.block_until_ready(state[0])
 
         train_rate = _median_rate(train_run, len(y))
-        evaluate = train.make_evaluate(model, FLAGS.batch)
-        eval_rate = _median_rate(lambda: evaluate(train.variables_of(state[0]), xd, yd), len(y))
+        eval_rate = _median_rate(lambda: t.validate(state[0].best), len(y))
     return train_rate, eval_rate
 
 
 def _torch_net(net: str):
-    import torch
     from torch import nn
     if net == "seed002":
         return nn.Sequential(
@@ -80,7 +74,7 @@ def _torch_net(net: str):
 
 
 def time_torch(net: str):
-    import torch
+    import torch  # noqa: F401  (fails early, with a clear ImportError, when the bench extra is missing)
     if FLAGS.threads:
         torch.set_num_threads(FLAGS.threads)
     torch.manual_seed(0)

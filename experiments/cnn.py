@@ -17,26 +17,16 @@ from __future__ import annotations
 from absl import app, flags
 
 from experiments import common, training
-from fmnist_jax import checkpoint, data, models, train, trainer
+from fmnist_jax import checkpoint, data, train, trainer
 from fmnist_jax.models import layers
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", "seed002", f"Model from the zoo: {', '.join(models.names())}.")
-flags.DEFINE_integer("batch", 250, "Training batch size.")
-flags.DEFINE_float("lr", 1e-3, "Peak learning rate.")
-flags.DEFINE_float("weight_decay", 0.0, "Weight decay (decoupled for adamw, L2 otherwise).")
-flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy targets.")
-flags.DEFINE_float("erase_p", 0.5, "Probability of random erasing per image.")
-flags.DEFINE_float("dropout_scale", 1.0, "Multiplies every dropout rate of the model (0: no dropout).")
-
 
 def config_from_flags() -> train.TrainConfig:
     """The run's TrainConfig from the flags, with the preset under explicit flags."""
     return training.make_config(
-        model=training.flag_value("model"), batch_size=training.flag_value("batch"),
-        lr=training.flag_value("lr"), weight_decay=training.flag_value("weight_decay"),
-        label_smoothing=training.flag_value("label_smoothing"), erase_p=training.flag_value("erase_p"),
-        dropout_scale=training.flag_value("dropout_scale"))
+        model=training.flag_single("model", str), batch_size=training.flag_single("batch", int),
+        **{name: training.flag_single(name) for name in train.HPARAM_NAMES})
 
 
 def run(cfg: train.TrainConfig, run_name: str, *, seeds: int = 1, split_per_seed: bool = False,

@@ -19,13 +19,21 @@ import numpy as np
 from absl import flags
 
 from experiments import common
-from fmnist_jax import augment, checkpoint, data, ensemble, report, sharding, train, trainer
+from fmnist_jax import augment, checkpoint, data, ensemble, models, report, sharding, train, trainer
 from fmnist_jax.models import layers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("preset", None, ["seed002", "seed003", "seed004_cnn", "seed004_resnet", "demo"],
                   "Set model, optimizer, split and augmentation as an earlier project did; explicit "
                   "flags still win.")
+# Values experiments.sweep takes as comma lists (a grid); experiments.cnn takes one of each.
+flags.DEFINE_list("model", ["seed002"], f"Model from the zoo: {', '.join(models.names())}.")
+flags.DEFINE_list("batch", ["250"], "Training batch size.")
+flags.DEFINE_list("lr", ["1e-3"], "Peak learning rate.")
+flags.DEFINE_list("weight_decay", ["0"], "Weight decay (decoupled for adamw, L2 otherwise).")
+flags.DEFINE_list("dropout_scale", ["1"], "Multiplies every dropout rate of the model (0: no dropout).")
+flags.DEFINE_list("erase_p", ["0.5"], "Probability of random erasing per image.")
+flags.DEFINE_list("label_smoothing", ["0"], "Label smoothing of the cross-entropy targets.")
 flags.DEFINE_integer("epochs", 100, "Epochs to train (a resumed run continues up to this).")
 flags.DEFINE_enum("optimizer", "adam", list(train.OPTIMIZERS), "Optimizer (optax).")
 flags.DEFINE_enum("schedule", "constant", list(train.SCHEDULES), "Learning-rate schedule.")
@@ -74,6 +82,30 @@ def flag_value(name: str):
     if name == "val_fraction" and value is None:
         return 0.15
     return value
+
+
+def flag_list(name: str, cast=float) -> list:
+    """A comma-list flag's values (preset applied), cast, distinct; one sentence on bad input."""
+    raw = flag_value(name)
+    raw = raw if isinstance(raw, (list, tuple)) else [raw]      # a preset or a test gives one value
+    try:
+        values = [cast(v) for v in raw]
+    except ValueError:
+        kind = "numbers" if cast is not str else "names"
+        raise common.UsageError(f"--{name} must be a comma list of {kind}, got {','.join(map(str, raw))!r}.")
+    if not values:
+        raise common.UsageError(f"--{name} is empty.")
+    if len(set(values)) != len(values):
+        raise common.UsageError(f"--{name} lists a value twice.")
+    return values
+
+
+def flag_single(name: str, cast=float):
+    """The one value of a comma-list flag in a script that trains one configuration."""
+    values = flag_list(name, cast)
+    if len(values) > 1:
+        raise common.UsageError(f"--{name} takes one value here; use experiments.sweep for a grid.")
+    return values[0]
 
 
 def parse_augment(spec: str) -> tuple[str, ...]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from typing import Callable, NamedTuple, Sequence
 
 import jax

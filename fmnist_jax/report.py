@@ -110,3 +110,21 @@ def plot_misclassified(images, y_true, y_pred, class_names: Sequence[str], path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return len(wrong)
+
+
+def plot_sweep(rows: Sequence[dict], path: Path, title: str = "") -> None:
+    """Validation accuracy (mean ± std over seeds) of each sweep configuration, best on top."""
+    rows = list(rows)
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.5))
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, [r["val_mean"] for r in rows], xerr=[r["val_std"] for r in rows], color="tab:blue",
+            alpha=0.7, capsize=3)
+    ax.set_yticks(y, [r["label"] for r in rows], fontsize=8)
+    lo = min(r["val_mean"] - r["val_std"] for r in rows)
+    hi = max(r["val_mean"] + r["val_std"] for r in rows)
+    ax.set_xlim(max(0.0, lo - 0.1 * (hi - lo + 1e-3)), min(1.0, hi + 0.1 * (hi - lo + 1e-3)))
+    ax.set_xlabel("best validation accuracy (mean ± std over seeds)")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
