@@ -5,7 +5,8 @@
 Both sides are the real training path (`trainer.Trainer.train_epoch`) on the same data: one
 Trainer of N members (one program vmapped over the member axis) against N Trainers of one
 member run one after another. Prints training images/s (counting every member's images) and
-the ratio vmapped / sequential (> 1: vmapping wins).
+the ratio to sequential (> 1: one program wins), for both ways of running the member axis
+inside the program: vmap (batched) and lax.map (one member after another; "auto" on CPU).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ flags.DEFINE_integer("steps", 4, "Training steps per timing.")
 flags.DEFINE_integer("repeats", 3, "Timings (median reported).")
 
 
-def measure(net: str, impl: str) -> tuple[float, float]:
-    """(sequential, vmapped) training images/s over all members."""
+def measure(net: str, impl: str) -> tuple[float, float, float]:
+    """(sequential, vmapped, lax.map'ed) training images/s over all members."""
     rng = np.random.default_rng(0)
     n = FLAGS.batch * FLAGS.steps
     x = rng.integers(0, 256, (n + 100, 28, 28), dtype=np.uint8)
@@ -39,31 +40,36 @@ def measure(net: str, impl: str) -> tuple[float, float]:
         members = trainer.seed_members(0, FLAGS.members)
         alone = [trainer.Trainer(cfg, x, y, train_idx, val_idx, [m]) for m in members]
         states = [t.init() for t in alone]
-        together = trainer.Trainer(cfg, x, y, train_idx, val_idx, members)
-        stacked = [together.init()]
 
         def sequential():
             for i, t in enumerate(alone):
                 states[i], _ = t.train_epoch(states[i], 0)
             jax.block_until_ready(states)
 
-        def vmapped():
-            stacked[0], _ = together.train_epoch(stacked[0], 0)
-            jax.block_until_ready(stacked[0])
+        def one_program(execution):
+            together = trainer.Trainer(cfg, x, y, train_idx, val_idx, members, member_execution=execution)
+            stacked = [together.init()]
+
+            def run():
+                stacked[0], _ = together.train_epoch(stacked[0], 0)
+                jax.block_until_ready(stacked[0])
+            return run
 
         images = n * FLAGS.members
-        return images / median_seconds(sequential, FLAGS.repeats), images / median_seconds(vmapped, FLAGS.repeats)
+        return tuple(images / median_seconds(run, FLAGS.repeats)
+                     for run in (sequential, one_program("vmap"), one_program("map")))
 
 
 def main(argv):
     del argv
     print(f"{FLAGS.members} members, batch {FLAGS.batch}, {FLAGS.steps} steps per timing, "
           f"median of {FLAGS.repeats}; backend {jax.default_backend()}")
-    print(f"{'net':<9}{'conv':<8}{'sequential img/s':>18}{'vmapped img/s':>15}{'vmapped/seq':>13}")
+    print(f"{'net':<9}{'conv':<8}{'sequential img/s':>18}{'vmap img/s':>12}{'vmap/seq':>10}"
+          f"{'lax.map img/s':>15}{'map/seq':>9}")
     for net in FLAGS.nets:
         for impl in FLAGS.conv_impls:
-            seq, vm = measure(net, impl)
-            print(f"{net:<9}{impl:<8}{seq:18.0f}{vm:15.0f}{vm / seq:13.2f}", flush=True)
+            seq, vm, mp = measure(net, impl)
+            print(f"{net:<9}{impl:<8}{seq:18.0f}{vm:12.0f}{vm / seq:10.2f}{mp:15.0f}{mp / seq:9.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,9 @@ flags.DEFINE_integer("seeds", 1, "Members trained together as one vmapped progra
                      "--seed, --seed+1, ...; the summary reports each, mean ± std and the ensemble.")
 flags.DEFINE_bool("split_per_seed", False, "Each member draws its own train/validation split from "
                   "its seed (seed 003's protocol); otherwise all share the split of --seed.")
+flags.DEFINE_enum("member_execution", "auto", list(trainer.MEMBER_EXECUTIONS),
+                  "How members run inside the one program: vmap (batched; GPU/TPU, sharded members), "
+                  "map (one after another; auto on CPU for several members).")
 flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first "
                   "(coordinator found automatically on TPU pods and SLURM).")
 
@@ -174,7 +177,8 @@ def build_trainer(cfg: train.TrainConfig, members: Sequence[trainer.Member], ds:
         x, y = x[:cfg.train_limit], y[:cfg.train_limit]
     try:
         train_idx, val_idx = trainer.member_splits(y, cfg, [m.seed for m in members], split_per_seed)
-        return trainer.Trainer(cfg, x, y, train_idx, val_idx, members)
+        return trainer.Trainer(cfg, x, y, train_idx, val_idx, members,
+                               member_execution=FLAGS.member_execution if FLAGS.is_parsed() else "auto")
     except ValueError as e:
         raise common.UsageError(flag_names(str(e))) from e
 
@@ -250,10 +254,10 @@ def train_run(cfg: train.TrainConfig, members: Sequence[trainer.Member], run_nam
     history = _read_history(out / "metrics.jsonl", start_epoch)
     n_params = sum(x[0].size for x in jax.tree.leaves(train.variables_of(state.train)))
     common.log.info("%s: %s x %d member%s, %s parameters each, %d train / %d validation images%s, "
-                    "batch %d, %s, convolutions: %s", run_name, cfg.model, t.n_members,
+                    "batch %d, %s, convolutions: %s, members: %s", run_name, cfg.model, t.n_members,
                     "s" if t.n_members > 1 else "", f"{n_params:,}", t.n_train, t.n_val,
                     " (own split per member)" if split_per_seed else "", cfg.batch_size,
-                    sharding.describe(t.mesh), layers.resolve_conv_impl())
+                    sharding.describe(t.mesh), layers.resolve_conv_impl(), t.member_execution)
     with open(out / "metrics.jsonl", "w") as f:  # rewritten: a resumed run drops epochs it repeats
         f.writelines(json.dumps(h) + "\n" for h in history)
     try:
@@ -308,6 +312,7 @@ def summarize(run: TrainedRun) -> dict:
         if run.history else None,
         "conv_impl": layers.resolve_conv_impl(),
         "devices": sharding.describe(t.mesh),
+        "member_execution": t.member_execution,
         "environment": common.environment(),
     }
     common.write_json(run.out / "summary.json", summary)

@@ -288,13 +288,13 @@ def variables_of(state: TrainState) -> dict:
     return {"params": state.params, "batch_stats": state.batch_stats}
 
 
-def segment_length(steps: int, target_segments: int = 10) -> int:
-    """The largest divisor of `steps` that splits an epoch into at least `target_segments` calls.
+def segment_length(steps: int, target_segments: int = 10, min_steps: int = 8) -> int:
+    """Steps per jitted call: the smallest divisor of `steps` that is at least `min_steps` and
+    splits the epoch into at most about `target_segments` calls.
 
     Equal segments mean one compiled program per epoch shape, and a progress report between them.
+    Each call costs a fixed ~0.1 s on CPU (measured with seed003: 1 step per call trained at
+    1,011 img/s, 8 steps per call at 1,836), so calls are never shorter than `min_steps` steps.
     """
-    best = 1
-    for g in range(1, steps + 1):
-        if steps % g == 0 and steps // g >= min(target_segments, steps):
-            best = g
-    return best
+    floor = min(max(min_steps, steps / target_segments), steps)
+    return min(g for g in range(1, steps + 1) if steps % g == 0 and g >= floor)

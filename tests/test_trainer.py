@@ -54,6 +54,17 @@ def test_a_member_equals_the_same_seed_trained_alone_and_members_differ():
     assert _max_gap(_member(together.train.params, 1), _member(together.train.params, 2)) > 1e-2
 
 
+def test_members_run_one_after_another_equal_vmapped_members():
+    members = trainer.seed_members(3, 2)
+    mapped = _trainer(SGD, members)
+    assert mapped.member_execution == "map"                 # auto: several members on one CPU
+    train_idx, val_idx = trainer.member_splits(DS.y_train, SGD, [3, 4], False)
+    vmapped = trainer.Trainer(SGD, DS.x_train, DS.y_train, train_idx, val_idx, members, member_execution="vmap")
+    _assert_close(_final(mapped).train.params, _final(vmapped).train.params)
+    with pytest.raises(ValueError, match="unknown member execution"):
+        trainer.Trainer(SGD, DS.x_train, DS.y_train, train_idx, val_idx, members, member_execution="pmap")
+
+
 def test_a_sweep_member_equals_a_run_with_its_hyper_parameters():
     changed = dict(lr=0.02, weight_decay=1e-3, dropout_scale=0.0, erase_p=1.0, label_smoothing=0.1)
     swept = _final(_trainer(SGD, [trainer.Member(5), trainer.Member(5, changed)]))
