@@ -17,7 +17,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common, training
-from fmnist_jax import checkpoint, data, ensemble, report, sharding, train
+from fmnist_jax import checkpoint, data, ensemble, report, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).")
@@ -45,14 +45,14 @@ def evaluate_run(run: str, which: str = "best", tta: bool = False, member: int |
     state = ckpts.restore(epoch, t.abstract_state())
     ckpts.close()
     variables = state.best if which == "best" else train.variables_of(state.train)
-    x_test = sharding.put(ds.x_test, sharding.replicated(t.mesh))
+    x_test = t.replicate(ds.x_test)
     logits = t.predict(variables, x_test)
     probs = ensemble.member_probabilities(logits, t.predict(variables, x_test, flip=True) if tta else None)
     y_test = ds.y_test.astype(np.int64)
     scores = ensemble.score(probs, y_test)
     chosen = probs.mean(0) if member is None else probs[member]
     y_pred = chosen.argmax(-1)
-    loss = float(-np.log(np.maximum(chosen[np.arange(len(y_test)), y_test], 1e-12)).mean())
+    loss = float(ensemble.nll(chosen, y_test))
     names = data.CLASS_NAMES[saved.get("dataset", "fashion_mnist")]
     rep = report.classification_report(y_test, y_pred, names)
     cm = report.confusion_matrix(y_test, y_pred)

@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common, training
-from fmnist_jax import checkpoint, data, report, sharding, train, trainer
+from fmnist_jax import checkpoint, data, report, train, trainer
 from fmnist_jax.models import layers
 
 FLAGS = flags.FLAGS
@@ -77,18 +77,18 @@ def sweep(run_name: str, **options) -> dict:
     seeds = training.flag_value("seeds")
     grid = hparam_grid()
     varied = swept_names()
-    plans = []                    # everything is checked before anything trains
-    for model, batch in itertools.product(models_, batches):
-        cfg = training.make_config(model=model, batch_size=batch, **grid[0])
-        members = grid_members(grid, cfg.seed, seeds)
-        try:
-            for m in members:
-                train.HParams.create(cfg, **m.hparams)
-        except ValueError as e:
-            raise common.UsageError(training.flag_names(str(e))) from e
-        plans.append((model, batch, cfg, members))
+    # Everything is checked before anything trains: every configuration, then every grid value.
+    plans = [training.make_config(model=model, batch_size=batch, **grid[0])
+             for model, batch in itertools.product(models_, batches)]
+    try:
+        for point in grid:
+            train.HParams.create(plans[0], **point)
+    except ValueError as e:
+        raise common.UsageError(training.flag_names(str(e))) from e
     groups = []
-    for model, batch, cfg, members in plans:
+    for cfg in plans:
+        model, batch = cfg.model, cfg.batch_size
+        members = grid_members(grid, cfg.seed, seeds)
         common.log.info("sweep %s: %s batch %d, %d configurations x %d seeds = %d members in one program",
                         run_name, model, batch, len(grid), seeds, len(members))
         run = training.train_run(cfg, members, f"{run_name}/{model}_b{batch}",
@@ -99,7 +99,7 @@ def sweep(run_name: str, **options) -> dict:
     run = next(g[3] for g in groups if g[3].name == best["run"])
     t = run.trainer
     picked = jax.tree.map(lambda v: v[np.asarray(best["members"])], run.state.best)
-    x_test = sharding.put(run.dataset.x_test, sharding.replicated(t.mesh))
+    x_test = t.replicate(run.dataset.x_test)
     test = training.test_scores(t, picked, x_test, run.dataset.y_test)
     out = common.run_dir(options.get("results_dir", "results"), run_name)
     result = {"run": run_name, "varied": varied, "seeds": seeds, "rows": rows,

@@ -289,7 +289,7 @@ def summarize(run: TrainedRun) -> dict:
     """Evaluates every member's best and final variables once on the test set; writes summary.json
     and history.png and prints the headline."""
     t, state = run.trainer, run.state
-    x_test = sharding.put(run.dataset.x_test, sharding.replicated(t.mesh))
+    x_test = t.replicate(run.dataset.x_test)
     best = test_scores(t, state.best, x_test, run.dataset.y_test)
     final = test_scores(t, train.variables_of(state.train), x_test, run.dataset.y_test)
     summary = {

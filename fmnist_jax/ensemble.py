@@ -24,8 +24,10 @@ def member_probabilities(logits: np.ndarray, flipped_logits: np.ndarray | None =
     return probs
 
 
-def _nll(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    picked = np.take_along_axis(probs, labels[None, :, None], axis=-1)[..., 0]
+def nll(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean negative log-likelihood of `labels` [N] under `probs` [..., N, C] (one value per leading index)."""
+    labels = np.asarray(labels).astype(np.int64)
+    picked = np.take_along_axis(probs, np.broadcast_to(labels[:, None], probs.shape[:-1] + (1,)), axis=-1)[..., 0]
     return -np.log(np.maximum(picked, 1e-12)).mean(-1)
 
 
@@ -40,11 +42,11 @@ def score(probs: np.ndarray, labels: np.ndarray) -> dict:
     vote = probs.mean(0)
     return {
         "member_accuracy": accuracy.tolist(),
-        "member_loss": _nll(probs, labels).tolist(),
+        "member_loss": nll(probs, labels).tolist(),
         "mean_accuracy": float(accuracy.mean()),
         "std_accuracy": float(accuracy.std(ddof=1)) if len(accuracy) > 1 else 0.0,
         "ensemble_accuracy": float((vote.argmax(-1) == labels).mean()),
-        "ensemble_loss": float(_nll(vote[None], labels)[0]),
+        "ensemble_loss": float(nll(vote, labels)),
     }
 
 

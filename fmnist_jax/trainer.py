@@ -224,10 +224,9 @@ class Trainer:
 
         self.mesh = sharding.make_mesh(n_members, cfg.batch_size, devices)
         by_member = sharding.member_sharding(self.mesh)
-        everywhere = sharding.replicated(self.mesh)
         self.member_execution = resolve_member_execution(member_execution, self.mesh, n_members)
-        self.x = sharding.put(np.asarray(x), everywhere)
-        self.y = sharding.put(np.asarray(y).astype(np.int32), everywhere)
+        self.x = self.replicate(x)
+        self.y = self.replicate(np.asarray(y).astype(np.int32))
         self.train_idx = sharding.put(train_idx.astype(np.int32), by_member)
         self.val_idx = val_idx.astype(np.int32)
         keys = jax.vmap(train.run_keys)(jnp.asarray([m.seed for m in self.members]))
@@ -239,8 +238,9 @@ class Trainer:
         run_steps = train.make_run_steps(train.make_train_step(self.model, cfg, self.steps_per_epoch))
         self._run_steps = jax.jit(over_members(run_steps, (0, None, None, 0, 0), self.member_execution),
                                   donate_argnums=(0,), out_shardings=by_member)
+        # The epoch is traced (fold_in takes an array), so one program serves every epoch.
         self._batches = jax.jit(jax.vmap(self._member_batches, in_axes=(0, 0, None)),
-                                static_argnums=(2,), out_shardings=sharding.batch_sharding(self.mesh))
+                                out_shardings=sharding.batch_sharding(self.mesh))
         self._keep_best = jax.jit(_keep_best, donate_argnums=(0,), out_shardings=by_member)
         self.evaluate = make_member_evaluate(self.model, cfg.eval_batch_size)
         self.predict = make_member_predict(self.model, cfg.eval_batch_size)
@@ -258,6 +258,10 @@ class Trainer:
             return RunState(train=state, best=best, best_val_accuracy=jnp.asarray(-1.0, jnp.float32),
                             best_epoch=jnp.asarray(0, jnp.int32))
         return init
+
+    def replicate(self, x) -> jax.Array:
+        """A host array placed whole on every device of the run's mesh (e.g. the test images)."""
+        return sharding.put(np.asarray(x), sharding.replicated(self.mesh))
 
     def _member_batches(self, data_key, train_idx, epoch):
         return train_idx[train.epoch_batches(data_key, epoch, self.n_train, self.cfg.batch_size)]

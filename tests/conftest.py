@@ -36,6 +36,18 @@ def synthetic_dir(tmp_path):
     return tmp_path / "idx", ds
 
 
+@pytest.fixture
+def dirs(synthetic_dir, tmp_path):
+    """Flag values pointing an experiment script at synthetic data and temporary output folders
+    (absl flags parsed first, as app.run would)."""
+    from absl import flags
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS(["test"])
+    directory, _ = synthetic_dir
+    return dict(data_dir=str(directory), results_dir=str(tmp_path / "results"),
+                checkpoint_dir=str(tmp_path / "checkpoints"))
+
+
 @pytest.fixture(scope="session")
 def real_data():
     """The real Fashion-MNIST, or a skip where it is not installed (`make data` installs it)."""

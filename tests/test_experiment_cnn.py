@@ -3,25 +3,9 @@
 import json
 
 import pytest
-from absl import flags
 from absl.testing import flagsaver
 
 from experiments import cnn, evaluate
-
-FLAGS = flags.FLAGS
-
-
-@pytest.fixture(autouse=True)
-def parsed_flags():
-    if not FLAGS.is_parsed():
-        FLAGS(["test"])
-
-
-@pytest.fixture
-def dirs(synthetic_dir, tmp_path):
-    directory, _ = synthetic_dir
-    return dict(data_dir=str(directory), results_dir=str(tmp_path / "results"),
-                checkpoint_dir=str(tmp_path / "checkpoints"))
 
 
 def _train(dirs, **overrides):
