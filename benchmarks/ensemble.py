@@ -1,6 +1,6 @@
 """N ensemble members trained as one vmapped program vs N runs one after another.
 
-  python -m benchmarks.ensemble --members=5 --nets=seed003,seed002 --conv_impls=matmul,xla
+  python -m benchmarks.ensemble --members=5 --nets=seed003,seed002 --conv_impls=hybrid,matmul
 
 Both sides are the real training path (`trainer.Trainer.train_epoch`) on the same data: one
 Trainer of N members (one program vmapped over the member axis) against N Trainers of one
@@ -16,13 +16,13 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import median_seconds
-from fmnist_jax import train, trainer
+from fmnist_jax import host_memory, train, trainer
 from fmnist_jax.models import layers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("members", 5, "Ensemble members.")
 flags.DEFINE_list("nets", ["seed003", "seed002"], "Networks.")
-flags.DEFINE_list("conv_impls", ["matmul"], "Convolution implementations to compare.")
+flags.DEFINE_list("conv_impls", ["hybrid"], "Convolution implementations to compare (hybrid: CPU's auto).")
 flags.DEFINE_integer("batch", 250, "Batch size per member.")
 flags.DEFINE_integer("steps", 4, "Training steps per timing.")
 flags.DEFINE_integer("repeats", 3, "Timings (median reported).")
@@ -62,6 +62,7 @@ def measure(net: str, impl: str) -> tuple[float, float, float]:
 
 def main(argv):
     del argv
+    host_memory.keep_freed_memory()   # as the experiment scripts run
     print(f"{FLAGS.members} members, batch {FLAGS.batch}, {FLAGS.steps} steps per timing, "
           f"median of {FLAGS.repeats}; backend {jax.default_backend()}")
     print(f"{'net':<9}{'conv':<8}{'sequential img/s':>18}{'vmap img/s':>12}{'vmap/seq':>10}"

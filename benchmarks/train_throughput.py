@@ -3,6 +3,7 @@ PyTorch and Keras/TensorFlow, for the seed 002 net and seed 003's small net, Ada
 
   python -m benchmarks.train_throughput                  # peers that are installed
   python -m benchmarks.train_throughput --steps=10 --nets=seed003
+  python -m benchmarks.train_throughput --nokeep_freed_memory   # glibc malloc's defaults, for all
 
 Same machine, same process, same synthetic batches; every framework gets warm-up steps first
 and is timed over --steps steps (median of --repeats timings). The ratio column is
@@ -15,14 +16,19 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import median_seconds
+from fmnist_jax import host_memory
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("nets", ["seed002", "seed003"], "Networks to time.")
-flags.DEFINE_list("frameworks", ["jax-xla", "jax-matmul", "torch", "keras"], "Implementations to time.")
+flags.DEFINE_list("frameworks", ["jax-hybrid", "jax-matmul", "torch", "keras"],
+                  "Implementations to time (also jax-xla: XLA's own convolution gradients, very slow on CPU).")
 flags.DEFINE_integer("batch", 250, "Batch size.")
 flags.DEFINE_integer("steps", 8, "Training steps per timing.")
 flags.DEFINE_integer("repeats", 3, "Timings per implementation (the median is reported).")
 flags.DEFINE_integer("threads", 0, "Threads for PyTorch/TensorFlow (0: their default).")
+flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.host_memory) "
+                  "for the whole process, so every framework runs with it; --nokeep_freed_memory: "
+                  "glibc's defaults for all.")
 
 
 def _median_rate(run, images_per_call: int) -> float:
@@ -130,12 +136,15 @@ def time_keras(net: str):
 
 def main(argv):
     del argv
+    kept = FLAGS.keep_freed_memory and host_memory.keep_freed_memory()
     # XLA's CPU convolution gradients run at a few images/s on the seed 002 net: time fewer steps.
     runners = {"jax-xla": lambda n: time_jax(n, "xla", max(1, FLAGS.steps // 8)),
                "jax-matmul": lambda n: time_jax(n, "matmul", FLAGS.steps),
+               "jax-hybrid": lambda n: time_jax(n, "hybrid", FLAGS.steps),
                "torch": time_torch, "keras": time_keras}
     print(f"training / evaluation images per second, batch {FLAGS.batch}, Adam; "
-          f"median of {FLAGS.repeats} timings of {FLAGS.steps} steps")
+          f"median of {FLAGS.repeats} timings of {FLAGS.steps} steps; malloc "
+          f"{'keeps freed memory' if kept else 'defaults'} (all frameworks)")
     print(f"{'net':<9}{'implementation':<14}{'train img/s':>12}{'eval img/s':>12}{'train vs torch':>16}")
     for net in FLAGS.nets:
         results = {}

@@ -40,7 +40,7 @@ def run(cfg: train.TrainConfig, run_name: str, *, seeds: int = 1, split_per_seed
 def main(argv):
     del argv
     try:
-        training.setup(FLAGS.distributed)
+        training.setup(FLAGS.distributed, FLAGS.keep_freed_memory)
         cfg = config_from_flags()
         seeds = training.flag_value("seeds")
         default_name = f"{cfg.model}_s{cfg.seed}" + (f"x{seeds}" if seeds > 1 else "")

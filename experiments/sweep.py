@@ -120,7 +120,7 @@ def sweep(run_name: str, **options) -> dict:
 def main(argv):
     del argv
     try:
-        training.setup(FLAGS.distributed)
+        training.setup(FLAGS.distributed, FLAGS.keep_freed_memory)
         with layers.conv_impl(FLAGS.conv_impl):
             sweep(FLAGS.run_name or "sweep", dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
                   checkpoint_dir=FLAGS.checkpoint_dir, results_dir=FLAGS.results_dir,

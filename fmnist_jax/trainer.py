@@ -110,8 +110,8 @@ def resolve_member_execution(execution: str, mesh, n_members: int) -> str:
     members across devices. "map": `lax.map`, one member after another inside the program; on a
     CPU the members share the same cores anyway, and their batched working set only costs cache
     (measured, 5 seed003 members on 2 cores: vmap 0.94x of separate runs, lax.map 1.15x).
-    "auto": "map" for several members on a single CPU member group, "vmap" otherwise (a single
-    member is fastest without the loop: 1,833 vs 1,576 img/s).
+    "auto": "map" for several members on a single CPU member group, "vmap" otherwise. A single
+    member runs unbatched whatever the choice (see `over_members`).
     """
     if execution not in MEMBER_EXECUTIONS:
         raise ValueError(f"unknown member execution {execution!r}; choose one of {', '.join(MEMBER_EXECUTIONS)}.")
@@ -123,31 +123,44 @@ def resolve_member_execution(execution: str, mesh, n_members: int) -> str:
 
 
 def over_members(fn: Callable, in_axes: tuple, execution: str) -> Callable:
-    """`fn` applied to every member: vmapped, or lax.map'ed (arguments with axis None are shared)."""
-    if execution == "vmap":
-        return jax.vmap(fn, in_axes=in_axes)
+    """`fn` applied to every member: vmapped, or lax.map'ed (arguments with axis None are shared).
+
+    A member axis of length 1 is squeezed away instead, whatever the execution, so a single run
+    traces `fn` unbatched: vmap would turn every convolution into a grouped convolution over
+    per-member kernels (XLA CPU's slow path), and lax.map would wrap the step in a loop.
+    """
+    def member_args(args, pick):
+        return [jax.tree.map(pick, a) if axis == 0 else a for a, axis in zip(args, in_axes)]
 
     def mapped(*args):
         per_member = tuple(a for a, axis in zip(args, in_axes) if axis == 0)
 
-        def one(member_args):
-            it = iter(member_args)
+        def one(member):
+            it = iter(member)
             return fn(*[next(it) if axis == 0 else a for a, axis in zip(args, in_axes)])
 
         return jax.lax.map(one, per_member)
 
-    return mapped
+    def run(*args):
+        sizes = {leaf.shape[0] for a, axis in zip(args, in_axes) if axis == 0 for leaf in jax.tree.leaves(a)}
+        if sizes == {1}:
+            return jax.tree.map(lambda a: a[None], fn(*member_args(args, lambda a: a[0])))
+        if execution == "vmap":
+            return jax.vmap(fn, in_axes=in_axes)(*args)
+        return mapped(*args)
+
+    return run
 
 
 def _stack(trees: Sequence[Any]) -> Any:
     return jax.tree.map(lambda *xs: np.stack(xs), *trees)
 
 
-def make_member_evaluate(model, batch_size: int):
+def make_member_evaluate(model, batch_size: int, execution: str = "vmap"):
     """evaluate(variables [M], x, y, idx [M, n]) -> {'loss', 'accuracy'} float arrays [M].
 
     Each member is evaluated on its own examples (its validation split); exact over a partial
-    last batch.
+    last batch. `execution` runs the members as `over_members` does ("vmap" or "map").
     """
     eval_step = train.make_eval_step(model)
 
@@ -159,7 +172,7 @@ def make_member_evaluate(model, batch_size: int):
                 return jax.tree.map(jnp.add, carry, eval_step(v, x[i], y[i], m)), None
             zero = {name: jnp.zeros((), jnp.float32) for name in ("loss", "correct", "count")}
             return jax.lax.scan(body, zero, (member_idx, mask))[0]
-        return jax.vmap(member)(variables, idx)
+        return over_members(member, (0, 0), execution)(variables, idx)
 
     def evaluate(variables, x, y, idx):
         idx = np.asarray(idx)
@@ -172,8 +185,11 @@ def make_member_evaluate(model, batch_size: int):
     return evaluate
 
 
-def make_member_predict(model, batch_size: int):
-    """predict(variables [M], x, flip=False) -> logits [M, N, 10] (numpy); flip mirrors every image."""
+def make_member_predict(model, batch_size: int, execution: str = "vmap"):
+    """predict(variables [M], x, flip=False) -> logits [M, N, 10] (numpy); flip mirrors every image.
+
+    `execution` runs the members as `over_members` does ("vmap" or "map").
+    """
 
     @functools.partial(jax.jit, static_argnames="flip")
     def logits_of(variables, x, idx, flip):
@@ -184,7 +200,7 @@ def make_member_predict(model, batch_size: int):
                     images = images[:, :, ::-1, :]
                 return None, model.apply(v, images, train=False)
             return jax.lax.scan(body, None, idx)[1]
-        return jax.vmap(member)(variables)
+        return over_members(member, (0,), execution)(variables)
 
     def predict(variables, x, flip: bool = False):
         positions, _ = train.padded_batches(len(x), batch_size)
@@ -242,8 +258,8 @@ class Trainer:
         self._batches = jax.jit(jax.vmap(self._member_batches, in_axes=(0, 0, None)),
                                 out_shardings=sharding.batch_sharding(self.mesh))
         self._keep_best = jax.jit(_keep_best, donate_argnums=(0,), out_shardings=by_member)
-        self.evaluate = make_member_evaluate(self.model, cfg.eval_batch_size)
-        self.predict = make_member_predict(self.model, cfg.eval_batch_size)
+        self.evaluate = make_member_evaluate(self.model, cfg.eval_batch_size, self.member_execution)
+        self.predict = make_member_predict(self.model, cfg.eval_batch_size, self.member_execution)
         self.segment = train.segment_length(self.steps_per_epoch)
 
     @property

@@ -1,4 +1,4 @@
-"""The matmul convolution equals lax.conv: values and gradients, eagerly, jitted and vmapped."""
+"""The matmul and hybrid convolutions equal lax.conv: values and gradients, eagerly, jitted and vmapped."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +8,7 @@ import pytest
 from fmnist_jax.models import layers
 
 CONFIGS = [(k, s, p) for k in (1, 3, 4, 5, 7) for s in (1, 2) for p in ("SAME", "VALID")]
+OWN_IMPLS = {"matmul": layers.conv_matmul, "hybrid": layers.conv_hybrid}
 
 
 def _inputs(k, cin=3, cout=4, size=11, batch=2, seed=0):
@@ -16,46 +17,82 @@ def _inputs(k, cin=3, cout=4, size=11, batch=2, seed=0):
             jax.random.normal(kk, (k, k, cin, cout)) / k)
 
 
+@pytest.mark.parametrize("impl", OWN_IMPLS)
 @pytest.mark.parametrize("k, stride, padding", CONFIGS)
-def test_values_and_gradients_match_lax_conv(k, stride, padding):
+def test_values_and_gradients_match_lax_conv(impl, k, stride, padding):
+    conv = OWN_IMPLS[impl]
     x, w = _inputs(k)
     strides = (stride, stride)
     ref = layers.conv_xla(x, w, strides, padding)
-    np.testing.assert_allclose(layers.conv_matmul(x, w, strides, padding), ref, rtol=1e-5, atol=1e-5)
-    jitted = jax.jit(layers.conv_matmul, static_argnums=(2, 3))
+    np.testing.assert_allclose(conv(x, w, strides, padding), ref, rtol=1e-5, atol=1e-5)
+    jitted = jax.jit(conv, static_argnums=(2, 3))
     np.testing.assert_allclose(jitted(x, w, strides, padding), ref, rtol=1e-5, atol=1e-5)
 
     def loss(fn):
         # A non-uniform cotangent, so every output position matters.
         return lambda x, w: (fn(x, w, strides, padding) * jnp.cos(jnp.arange(ref.size).reshape(ref.shape))).sum()
 
-    gx, gw = jax.grad(loss(layers.conv_matmul), argnums=(0, 1))(x, w)
     rx, rw = jax.grad(loss(layers.conv_xla), argnums=(0, 1))(x, w)
-    np.testing.assert_allclose(gx, rx, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(gw, rw, rtol=1e-4, atol=1e-4)
+    for grad in (jax.grad(loss(conv), argnums=(0, 1)), jax.jit(jax.grad(loss(conv), argnums=(0, 1)))):
+        gx, gw = grad(x, w)
+        np.testing.assert_allclose(gx, rx, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(gw, rw, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("k, stride", [(3, 1), (5, 2), (1, 2)])
-def test_vmap_over_kernels(k, stride):
+@pytest.mark.parametrize("k, padding", [(3, "SAME"), (4, "SAME"), (4, "VALID"), (5, "SAME")])
+@pytest.mark.parametrize("cin", [1, 8])
+def test_hybrid_gradients_for_both_input_gradient_paths(k, padding, cin):
+    # cin < 8 takes the input gradient through the patches, cin >= 8 through lax.conv.
+    x, w = _inputs(k, cin=cin, cout=16, size=10)
+    ct = jnp.cos(jnp.arange(10 * 10 * 16 * 2)).reshape(2, 10, 10, 16)
+    ref = layers.conv_xla(x, w, (1, 1), padding)
+    ct = ct[:, : ref.shape[1], : ref.shape[2]]
+    grads = lambda fn: jax.jit(jax.grad(lambda x, w: (fn(x, w, (1, 1), padding) * ct).sum(), (0, 1)))(x, w)
+    for got, want in zip(grads(layers.conv_hybrid), grads(layers.conv_xla)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_hybrid_forward_under_grad_equals_its_primal():
+    # The custom VJP computes the forward by matmul under differentiation and by lax.conv
+    # otherwise; both must give the same activations (to float rounding).
+    x, w = _inputs(3, cin=16, cout=8, size=14)
+    primal = layers.conv_hybrid(x, w)
+    under_grad, _ = jax.vjp(lambda w: layers.conv_hybrid(x, w), w)
+    np.testing.assert_allclose(under_grad, primal, rtol=1e-5, atol=1e-5)
+
+
+def test_hybrid_second_input_gradient_matches_lax_conv():
+    # The input gradient is itself a lax.conv, so gradients of gradients (e.g. a gradient
+    # penalty) stay exact with respect to the input.
+    x, w = _inputs(3)
+    g = lambda fn: jax.grad(lambda x: (jax.grad(lambda x: (fn(x, w) ** 2).sum())(x) ** 2).sum())(x)
+    np.testing.assert_allclose(g(layers.conv_hybrid), g(layers.conv_xla), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("impl", OWN_IMPLS)
+@pytest.mark.parametrize("k, stride", [(3, 1), (5, 2), (1, 2), (4, 1)])
+def test_vmap_over_kernels(impl, k, stride):
+    conv = OWN_IMPLS[impl]
     x, _ = _inputs(k)
     ws = jax.random.normal(jax.random.key(3), (4, k, k, 3, 4))
     fn = lambda impl: jax.jit(jax.vmap(lambda w: impl(x, w, (stride, stride), "SAME")))
-    np.testing.assert_allclose(fn(layers.conv_matmul)(ws), fn(layers.conv_xla)(ws), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fn(conv)(ws), fn(layers.conv_xla)(ws), rtol=1e-5, atol=1e-5)
     grads = lambda impl: jax.vmap(jax.grad(lambda w: (impl(x, w, (stride, stride), "SAME") ** 2).sum()))(ws)
-    np.testing.assert_allclose(grads(layers.conv_matmul), grads(layers.conv_xla), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(grads(conv), grads(layers.conv_xla), rtol=1e-4, atol=1e-3)
 
 
 def test_parameters_are_interchangeable_between_impls():
     x = jnp.ones((2, 9, 9, 3))
-    conv = {impl: layers.Conv(5, (3, 3), impl=impl) for impl in ("xla", "matmul")}
+    conv = {impl: layers.Conv(5, (3, 3), impl=impl) for impl in ("xla", "matmul", "hybrid")}
     variables = conv["xla"].init(jax.random.key(0), x)
-    assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, conv["matmul"].init(jax.random.key(0), x))
-    np.testing.assert_allclose(conv["matmul"].apply(variables, x), conv["xla"].apply(variables, x),
-                               rtol=1e-5, atol=1e-5)
+    for impl in ("matmul", "hybrid"):
+        assert jax.tree.map(jnp.shape, variables) == jax.tree.map(jnp.shape, conv[impl].init(jax.random.key(0), x))
+        np.testing.assert_allclose(conv[impl].apply(variables, x), conv["xla"].apply(variables, x),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_auto_resolves_per_backend_and_context():
-    assert layers.resolve_conv_impl("auto", "cpu") == "matmul"
+    assert layers.resolve_conv_impl("auto", "cpu") == "hybrid"
     assert layers.resolve_conv_impl("auto", "gpu") == "xla"
     assert layers.resolve_conv_impl("xla", "cpu") == "xla"
     with layers.conv_impl("xla"):

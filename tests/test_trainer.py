@@ -65,6 +65,27 @@ def test_members_run_one_after_another_equal_vmapped_members():
         trainer.Trainer(SGD, DS.x_train, DS.y_train, train_idx, val_idx, members, member_execution="pmap")
 
 
+@pytest.mark.parametrize("execution", ["vmap", "map"])
+def test_a_single_member_is_traced_unbatched(execution):
+    seen = []
+
+    def per_member(w, x):
+        seen.append((type(w).__name__, w.shape))
+        return {"y": x @ w, "n": w.sum()}
+
+    x = np.arange(6.0, dtype=np.float32).reshape(2, 3)
+    run = jax.jit(trainer.over_members(per_member, (0, None), execution))
+    one = run(np.ones((1, 3, 4), np.float32), x)
+    assert seen[-1][1] == (3, 4)                       # squeezed, not a [1, 3, 4] batch
+    assert "Batch" not in seen[-1][0]                  # and not under vmap's batching tracer
+    assert one["y"].shape == (1, 2, 4) and one["n"].shape == (1,)
+    np.testing.assert_allclose(one["y"][0], x @ np.ones((3, 4)))
+    ws = np.random.default_rng(0).standard_normal((3, 3, 4)).astype(np.float32)
+    several = run(ws, x)
+    assert several["y"].shape == (3, 2, 4)
+    np.testing.assert_allclose(several["y"], np.einsum("nk,mko->mno", x, ws), rtol=1e-5)
+
+
 def test_a_sweep_member_equals_a_run_with_its_hyper_parameters():
     changed = dict(lr=0.02, weight_decay=1e-3, dropout_scale=0.0, erase_p=1.0, label_smoothing=0.1)
     swept = _final(_trainer(SGD, [trainer.Member(5), trainer.Member(5, changed)]))

@@ -26,7 +26,7 @@ KERNEL_INIT = nn.initializers.glorot_uniform()
 Dense = functools.partial(nn.Dense, kernel_init=KERNEL_INIT)
 
 
-CONV_IMPLS = ("auto", "xla", "matmul")
+CONV_IMPLS = ("auto", "xla", "matmul", "hybrid")
 _conv_impl: contextvars.ContextVar[str] = contextvars.ContextVar("conv_impl", default="auto")
 
 
@@ -54,13 +54,35 @@ def resolve_conv_impl(impl: str = "auto", backend: str | None = None) -> str:
         impl = _conv_impl.get()
     if impl != "auto":
         return impl
-    return "matmul" if (backend or jax.default_backend()) == "cpu" else "xla"
+    return "hybrid" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+def _padding_pairs(x_shape, kernel_shape, strides, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Explicit (low, high) padding of the two spatial axes, as lax.conv pads for SAME / VALID."""
+    if padding == "SAME":
+        return tuple(_same_padding(x_shape[1 + a], kernel_shape[a], strides[a]) for a in range(2))
+    if padding == "VALID":
+        return ((0, 0), (0, 0))
+    raise ValueError(f"padding must be SAME or VALID, got {padding!r}.")
+
+
+def _patches(x, kernel_shape, strides, pads):
+    """[N, out_h, out_w, kh*kw*cin] patches; channels ordered (i, j, c) like the HWIO kernel's rows."""
+    kh, kw = kernel_shape[:2]
+    sh, sw = strides
+    if any(pads[0]) or any(pads[1]):
+        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+    out_h = (x.shape[1] - kh) // sh + 1
+    out_w = (x.shape[2] - kw) // sw + 1
+    windows = [x[:, i: i + (out_h - 1) * sh + 1: sh, j: j + (out_w - 1) * sw + 1: sw, :]
+               for i in range(kh) for j in range(kw)]
+    return windows[0] if len(windows) == 1 else jnp.concatenate(windows, axis=-1)
 
 
 def conv_matmul(x, kernel, strides=(1, 1), padding="SAME"):
@@ -70,30 +92,77 @@ def conv_matmul(x, kernel, strides=(1, 1), padding="SAME"):
     and matmuls, which XLA CPU runs far faster than its convolution gradients.
     """
     kh, kw, cin, cout = kernel.shape
-    sh, sw = strides
-    if padding == "SAME":
-        pads = (_same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw))
-    elif padding == "VALID":
-        pads = ((0, 0), (0, 0))
-    else:
-        raise ValueError(f"padding must be SAME or VALID, got {padding!r}.")
-    if any(pads[0]) or any(pads[1]):
-        x = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    out_h = (x.shape[1] - kh) // sh + 1
-    out_w = (x.shape[2] - kw) // sw + 1
-    if kh == kw == 1:
-        patches = x[:, : (out_h - 1) * sh + 1: sh, : (out_w - 1) * sw + 1: sw, :]
-    else:
-        # Patch channels ordered (i, j, c), the row-major order of the HWIO kernel's first three axes.
-        patches = jnp.concatenate(
-            [x[:, i: i + (out_h - 1) * sh + 1: sh, j: j + (out_w - 1) * sw + 1: sw, :]
-             for i in range(kh) for j in range(kw)], axis=-1)
+    patches = _patches(x, kernel.shape, tuple(strides), _padding_pairs(x.shape, kernel.shape, strides, padding))
     return jnp.dot(patches, kernel.reshape(kh * kw * cin, cout))
 
 
 def conv_xla(x, kernel, strides=(1, 1), padding="SAME"):
     return lax.conv_general_dilated(x, kernel, tuple(strides), padding,
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
+_FEW_INPUT_CHANNELS = 8
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_hybrid_stride1(x, kernel, pads):
+    # Without differentiation (evaluation): XLA's convolution, the fastest forward on CPU.
+    return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DIMENSIONS)
+
+
+def _conv_hybrid_forward(x, kernel, pads):
+    # Under differentiation the forward builds the patches anyway: the kernel gradient needs them.
+    patches = _patches(x, kernel.shape, (1, 1), pads)
+    y = jnp.dot(patches, kernel.reshape(-1, kernel.shape[-1]))
+    return y, (patches, kernel)
+
+
+def _conv_hybrid_backward(pads, residuals, dy):
+    patches, kernel = residuals
+    kh, kw = kernel.shape[:2]
+    # Kernel gradient: one matmul over batch and positions (XLA CPU's own takes ~5x longer). It is
+    # written as (dy^T patches)^T on 2-D views so that XLA transposes dy, not the kh*kw times
+    # larger patches.
+    rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
+    d_kernel = jnp.dot(dy.reshape(rows, -1).T, patches.reshape(rows, -1)).T.reshape(kernel.shape)
+    if kernel.shape[2] < _FEW_INPUT_CHANNELS:
+        # Few input channels (a network's first layer): XLA's convolution to so few output
+        # channels is slow; the patches' gradient is small, and the patches are linear in x.
+        n, out_h, out_w, _ = patches.shape
+        x_shape = (n, out_h + kh - 1 - sum(pads[0]), out_w + kw - 1 - sum(pads[1]), kernel.shape[2])
+        d_patches = jnp.dot(dy, kernel.reshape(-1, kernel.shape[-1]).T)
+        to_patches = jax.linear_transpose(lambda x: _patches(x, kernel.shape, (1, 1), pads),
+                                          jax.ShapeDtypeStruct(x_shape, dy.dtype))
+        return to_patches(d_patches)[0], d_kernel
+    # Input gradient: a stride-1 convolution is transposed by another forward convolution, with the
+    # kernel flipped in space, its in/out channels swapped and the padding mirrored.
+    flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+    mirrored = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]), (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
+    d_x = lax.conv_general_dilated(dy, flipped, (1, 1), mirrored, dimension_numbers=_DIMENSIONS)
+    return d_x, d_kernel
+
+
+_conv_hybrid_stride1.defvjp(_conv_hybrid_forward, _conv_hybrid_backward)
+
+
+def conv_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
+    """XLA convolutions where XLA CPU is fast, one matmul where it is slow.
+
+    Stride-1 kernels larger than 1x1 (every convolution of the seed nets) get a custom VJP: the
+    forward is lax.conv when not differentiated and patches + matmul when it is (the patches are
+    kept for the kernel gradient, a single matmul); the input gradient is lax.conv of the output
+    gradient with the flipped kernel, a forward convolution that XLA CPU runs fast. 1x1 and
+    strided convolutions use `conv_matmul` (a 1x1 is a plain matmul already).
+    Numerically equal to lax.conv to float32 rounding, values and both gradients.
+    """
+    strides = tuple(strides)
+    if strides != (1, 1) or kernel.shape[:2] == (1, 1):
+        return conv_matmul(x, kernel, strides, padding)
+    return _conv_hybrid_stride1(x, kernel, _padding_pairs(x.shape, kernel.shape, strides, padding))
+
+
+CONV_FUNCTIONS = {"xla": conv_xla, "matmul": conv_matmul, "hybrid": conv_hybrid}
 
 
 class Conv(nn.Module):
@@ -113,7 +182,7 @@ class Conv(nn.Module):
     def __call__(self, x):
         kh, kw = self.kernel_size
         kernel = self.param("kernel", KERNEL_INIT, (kh, kw, x.shape[-1], self.features))
-        fn = conv_matmul if resolve_conv_impl(self.impl) == "matmul" else conv_xla
+        fn = CONV_FUNCTIONS[resolve_conv_impl(self.impl)]
         y = fn(x, kernel.astype(x.dtype), tuple(self.strides), self.padding)
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros, (self.features,))
