@@ -45,9 +45,12 @@ def conv_impl(impl: str):
 def resolve_conv_impl(impl: str = "auto", backend: str | None = None) -> str:
     """The implementation "auto" stands for on `backend` (default: JAX's default backend).
 
-    CPU: "matmul". XLA's CPU weight-gradient convolution is several times slower than the same
-    gradient as matmuls (measured: 3.6 s vs 0.49 s for one 64->64 3x3 layer at batch 250), and
-    vmap turns lax.conv over per-member kernels into a slow grouped convolution.
+    CPU: "hybrid". XLA CPU's forward convolution is its fastest (seed 002 net evaluation: 4,028
+    vs 1,582 img/s with "matmul"), its kernel-gradient convolution its slowest (one 64->64 3x3
+    layer at batch 250: 290 ms, against ~50 ms for a matmul on patches); "hybrid" trains the
+    seed 002 net 1.04-1.11x as fast as "matmul" (benchmarks/train_throughput.py). Under vmap over
+    per-member kernels lax.conv becomes a slow grouped convolution, so members that must be
+    vmapped on CPU should use "matmul".
     GPU/TPU: "xla" (cuDNN / the TPU convolution units).
     """
     if impl == "auto":
@@ -168,8 +171,9 @@ CONV_FUNCTIONS = {"xla": conv_xla, "matmul": conv_matmul, "hybrid": conv_hybrid}
 class Conv(nn.Module):
     """2-D convolution over NHWC inputs with flax.linen.Conv's parameter layout.
 
-    impl: "xla" (lax.conv), "matmul" (patches + one matmul) or "auto" (per backend, see
-    `resolve_conv_impl`). Parameters are the same for all, so checkpoints move between them.
+    impl: "xla" (lax.conv), "matmul" (patches + one matmul), "hybrid" (`conv_hybrid`) or "auto"
+    (per backend, see `resolve_conv_impl`). Parameters are the same for all, so checkpoints move
+    between them.
     """
     features: int
     kernel_size: Sequence[int] = (3, 3)
