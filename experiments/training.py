@@ -259,7 +259,8 @@ def train_run(cfg: train.TrainConfig, members: Sequence[trainer.Member], run_nam
                     "batch %d, %s, convolutions: %s, members: %s", run_name, cfg.model, t.n_members,
                     "s" if t.n_members > 1 else "", f"{n_params:,}", t.n_train, t.n_val,
                     " (own split per member)" if split_per_seed else "", cfg.batch_size,
-                    sharding.describe(t.mesh), layers.resolve_conv_impl(), t.member_execution)
+                    sharding.describe(t.mesh), layers.resolve_conv_impl(),
+                    t.member_execution if t.n_members > 1 else "one, unbatched")
     with open(out / "metrics.jsonl", "w") as f:  # rewritten: a resumed run drops epochs it repeats
         f.writelines(json.dumps(h) + "\n" for h in history)
     try:
