@@ -100,18 +100,18 @@ def conv_matmul(x, kernel, strides=(1, 1), padding="SAME"):
 
 
 def conv_xla(x, kernel, strides=(1, 1), padding="SAME"):
+    """lax.conv_general_dilated over NHWC x HWIO; padding is SAME, VALID or explicit (low, high) pairs."""
     return lax.conv_general_dilated(x, kernel, tuple(strides), padding,
                                     dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-_DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 _FEW_INPUT_CHANNELS = 8
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _conv_hybrid_stride1(x, kernel, pads):
     # Without differentiation (evaluation): XLA's convolution, the fastest forward on CPU.
-    return lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DIMENSIONS)
+    return conv_xla(x, kernel, (1, 1), pads)
 
 
 def _conv_hybrid_forward(x, kernel, pads):
@@ -142,7 +142,7 @@ def _conv_hybrid_backward(pads, residuals, dy):
     # kernel flipped in space, its in/out channels swapped and the padding mirrored.
     flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
     mirrored = ((kh - 1 - pads[0][0], kh - 1 - pads[0][1]), (kw - 1 - pads[1][0], kw - 1 - pads[1][1]))
-    d_x = lax.conv_general_dilated(dy, flipped, (1, 1), mirrored, dimension_numbers=_DIMENSIONS)
+    d_x = conv_xla(dy, flipped, (1, 1), mirrored)
     return d_x, d_kernel
 
 
