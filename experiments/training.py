@@ -260,7 +260,7 @@ def train_run(cfg: train.TrainConfig, members: Sequence[trainer.Member], run_nam
                     "s" if t.n_members > 1 else "", f"{n_params:,}", t.n_train, t.n_val,
                     " (own split per member)" if split_per_seed else "", cfg.batch_size,
                     sharding.describe(t.mesh), layers.resolve_conv_impl(),
-                    t.member_execution if t.n_members > 1 else "one, unbatched")
+                    t.execution_label)
     with open(out / "metrics.jsonl", "w") as f:  # rewritten: a resumed run drops epochs it repeats
         f.writelines(json.dumps(h) + "\n" for h in history)
     try:
@@ -315,7 +315,7 @@ def summarize(run: TrainedRun) -> dict:
         if run.history else None,
         "conv_impl": layers.resolve_conv_impl(),
         "devices": sharding.describe(t.mesh),
-        "member_execution": t.member_execution,
+        "member_execution": t.execution_label,
         "malloc_keeps_freed_memory": host_memory.is_kept(),
         "environment": common.environment(),
     }

@@ -1,7 +1,8 @@
 """The training loop over a member axis: a single run is an ensemble of one.
 
-A run trains M members at once as one program: the per-member step of `fmnist_jax.train` is
-vmapped over the member axis (``jit(vmap(scan(train_step)))``). Members differ in their seed
+A run trains M members at once as one program: the per-member step of `fmnist_jax.train` runs
+over the member axis, vmapped or one member after another (``jit(vmap|lax.map(scan(train_step)))``,
+see `resolve_member_execution`); a single member runs unbatched. Members differ in their seed
 (init, shuffling, augmentation and dropout keys), optionally in their train/validation split
 (seed 003's protocol) and in their shape-free hyper-parameters (a sweep). The member axis is
 sharded across devices when there are several (`fmnist_jax.sharding`).
@@ -108,8 +109,9 @@ def resolve_member_execution(execution: str, mesh, n_members: int) -> str:
 
     "vmap": all members batched together, the way to fill a GPU/TPU and the only way to shard
     members across devices. "map": `lax.map`, one member after another inside the program; on a
-    CPU the members share the same cores anyway, and their batched working set only costs cache
-    (measured, 5 seed003 members on 2 cores: vmap 0.94x of separate runs, lax.map 1.15x).
+    CPU the members share the same cores anyway, and batching them only costs (measured with
+    benchmarks/ensemble.py, 5 members on 2 cores, hybrid convolutions: vmap 0.89x / 0.26x of
+    separate runs for seed003 / seed002, lax.map 1.14x / 1.11x).
     "auto": "map" for several members on a single CPU member group, "vmap" otherwise. A single
     member runs unbatched whatever the choice (see `over_members`).
     """
@@ -265,6 +267,11 @@ class Trainer:
     @property
     def n_members(self) -> int:
         return len(self.members)
+
+    @property
+    def execution_label(self) -> str:
+        """How the members run, as logs and summaries name it (one member runs unbatched)."""
+        return self.member_execution if self.n_members > 1 else "unbatched (one member)"
 
     @staticmethod
     def _init_run_state(init_one: Callable):

@@ -46,7 +46,9 @@ def _max_gap(a, b):
 
 def test_a_member_equals_the_same_seed_trained_alone_and_members_differ():
     together = _final(_trainer(SGD, trainer.seed_members(3, 3), per_seed=True))
-    alone = _final(_trainer(SGD, [trainer.Member(4)], per_seed=True))
+    single = _trainer(SGD, [trainer.Member(4)], per_seed=True)
+    assert single.execution_label == "unbatched (one member)"
+    alone = _final(single)
     _assert_close(_member(together.train.params, 1), _member(alone.train.params, 0))
     _assert_close(_member(together.train.batch_stats, 1), _member(alone.train.batch_stats, 0))
     # Members with different keys differ by far more than that tolerance.
@@ -57,7 +59,7 @@ def test_a_member_equals_the_same_seed_trained_alone_and_members_differ():
 def test_members_run_one_after_another_equal_vmapped_members():
     members = trainer.seed_members(3, 2)
     mapped = _trainer(SGD, members)
-    assert mapped.member_execution == "map"                 # auto: several members on one CPU
+    assert mapped.member_execution == mapped.execution_label == "map"   # auto: several members on one CPU
     train_idx, val_idx = trainer.member_splits(DS.y_train, SGD, [3, 4], False)
     vmapped = trainer.Trainer(SGD, DS.x_train, DS.y_train, train_idx, val_idx, members, member_execution="vmap")
     _assert_close(_final(mapped).train.params, _final(vmapped).train.params)
