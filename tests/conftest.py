@@ -48,6 +48,14 @@ def dirs(synthetic_dir, tmp_path):
                 checkpoint_dir=str(tmp_path / "checkpoints"))
 
 
+def assert_exits_with_sentence(capsys, message: str, run, *args) -> None:
+    """run(*args) exits with status 2 (absl's usage error) and `message` on stderr."""
+    with pytest.raises(SystemExit) as exit_info:
+        run(*args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.fixture(scope="session")
 def real_data():
     """The real Fashion-MNIST, or a skip where it is not installed (`make data` installs it)."""

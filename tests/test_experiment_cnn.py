@@ -6,6 +6,7 @@ import pytest
 from absl.testing import flagsaver
 
 from experiments import cnn, evaluate
+from tests.conftest import assert_exits_with_sentence
 
 
 def _train(dirs, **overrides):
@@ -111,10 +112,7 @@ def test_preset_sets_defaults_and_explicit_flags_win(dirs):
     (dict(dropout_scale=-1.0), "--dropout_scale must be at least 0"),
 ])
 def test_bad_flags_exit_with_one_sentence(dirs, capsys, overrides, message):
-    with pytest.raises(SystemExit) as exit_info:
-        _train(dirs, **overrides)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_exits_with_sentence(capsys, message, lambda: _train(dirs, **overrides))
 
 
 def test_evaluate_unknown_run(dirs, capsys):

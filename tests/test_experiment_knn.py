@@ -9,6 +9,7 @@ from absl import flags
 from absl.testing import flagsaver
 
 from experiments import knn as knn_experiment
+from tests.conftest import assert_exits_with_sentence
 
 FLAGS = flags.FLAGS
 
@@ -44,10 +45,7 @@ def test_sweep_on_validation_writes_config_and_summary(synthetic_dir, tmp_path, 
 def test_bad_flags_exit_with_one_sentence(synthetic_dir, tmp_path, capsys, overrides, message):
     directory, _ = synthetic_dir
     with flagsaver.flagsaver(data_dir=str(directory), results_dir=str(tmp_path), **overrides):
-        with pytest.raises(SystemExit) as exit_info:
-            knn_experiment.main([])
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+        assert_exits_with_sentence(capsys, message, knn_experiment.main, [])
 
 
 def test_cli_reports_missing_data_without_traceback(tmp_path):

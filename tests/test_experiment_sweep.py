@@ -6,6 +6,7 @@ import pytest
 from absl.testing import flagsaver
 
 from experiments import sweep
+from tests.conftest import assert_exits_with_sentence
 
 
 def _sweep(dirs, **overrides):
@@ -60,10 +61,7 @@ def test_shape_changing_values_run_as_separate_programs(dirs, tmp_path):
     (dict(model=["mlp", "vgg"]), "unknown model 'vgg'"),
 ])
 def test_bad_lists_exit_with_one_sentence(dirs, capsys, overrides, message):
-    with pytest.raises(SystemExit) as exit_info:
-        _sweep(dirs, **overrides)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    assert_exits_with_sentence(capsys, message, lambda: _sweep(dirs, **overrides))
 
 
 def test_cnn_refuses_a_list(dirs, capsys):
