@@ -2,9 +2,10 @@
 
 glibc serves every allocation above 32 MiB with a fresh mmap and unmaps it on free. An XLA CPU
 program allocates its buffers anew on every call, so each call page-faults (and the kernel
-zeroes) hundreds of MiB again: on the seed 002 training step at batch 250 that costs about an
-eighth of the step (measured 421 -> 486 images/s, same process otherwise). With mmap off and no
-trimming, freed blocks go back to malloc's heap and the next call reuses them, already mapped.
+zeroes) hundreds of MiB again (seed 002 net, batch 250, hybrid convolutions: 574 images/s with
+this setting, 532 without; benchmarks/train_throughput.py with and without
+--nokeep_freed_memory). With mmap off and no trimming, freed blocks go back to malloc's heap and
+the next call reuses them, already mapped.
 
 The cost: the process keeps its peak heap for its lifetime, which a training run does anyway.
 Other libraries in the process benefit too (PyTorch's CPU allocator goes through malloc as well),

@@ -47,8 +47,9 @@ def resolve_conv_impl(impl: str = "auto", backend: str | None = None) -> str:
 
     CPU: "hybrid". XLA CPU's forward convolution is its fastest (seed 002 net evaluation: 4,028
     vs 1,582 img/s with "matmul"), its kernel-gradient convolution its slowest (one 64->64 3x3
-    layer at batch 250: 290 ms, against ~50 ms for a matmul on patches); "hybrid" trains the
-    seed 002 net 1.04-1.11x as fast as "matmul" (benchmarks/train_throughput.py). Under vmap over
+    layer at batch 250, one-off timing: 290 ms, against ~50 ms for a matmul on patches);
+    "hybrid" trains the seed 002 net 1.04-1.11x as fast as "matmul"
+    (benchmarks/train_throughput.py). Under vmap over
     per-member kernels lax.conv becomes a slow grouped convolution, so members that must be
     vmapped on CPU should use "matmul".
     GPU/TPU: "xla" (cuDNN / the TPU convolution units).
