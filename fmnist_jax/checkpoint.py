@@ -19,10 +19,12 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from fmnist_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
-class CheckpointError(Exception):
+class CheckpointError(UserError):
     """A checkpoint could not be written or read; the message names the folder and the cause."""
 
 

@@ -26,6 +26,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from fmnist_jax.errors import UserError
+
 log = logging.getLogger(__name__)
 
 DATASETS = ("fashion_mnist", "mnist")
@@ -58,7 +60,7 @@ CANONICAL_COUNTS = {"x_train": 60000, "y_train": 60000, "x_test": 10000, "y_test
 _IDX_DTYPES = {0x08: np.uint8}
 
 
-class DataError(Exception):
+class DataError(UserError):
     """The data is missing, unreadable or not what it claims to be."""
 
 

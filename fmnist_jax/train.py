@@ -28,78 +28,16 @@ import optax
 
 from fmnist_jax import augment as augment_lib
 from fmnist_jax import models
+from fmnist_jax.config import (HPARAM_NAMES, MEMBER_EXECUTIONS, OPTIMIZERS, SCHEDULES, SPLITS,  # noqa: F401
+                               TrainConfig, check_hparams)
+from fmnist_jax.errors import ConfigError, UserError
 from fmnist_jax.models import layers
 from fmnist_jax.models.layers import preprocess
 
 log = logging.getLogger(__name__)
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "onecycle")
-
-
-class TrainingError(Exception):
+class TrainingError(UserError):
     """Training cannot go on (e.g. the loss became NaN); the message says what to do."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a training run (recorded in config.json)."""
-    model: str = "seed002"
-    epochs: int = 100
-    batch_size: int = 250
-    optimizer: str = "adam"
-    lr: float = 1e-3
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    dropout_scale: float = 1.0     # multiplies every dropout rate of the model (0 = no dropout)
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    augment: tuple[str, ...] = ()
-    erase_p: float = 0.5
-    val_fraction: float = 0.15
-    split: str = "random"          # random | stratified | ordered (seed 002: the last 15% validate)
-    seed: int = 0
-    train_limit: int = 0
-    eval_batch_size: int = 1000
-
-    def validate(self) -> None:
-        """Raises ValueError with one sentence for an impossible configuration."""
-        if self.model not in models.REGISTRY:
-            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(models.names())}.")
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}.")
-        if self.batch_size < 1:
-            raise ValueError(f"batch size must be at least 1, got {self.batch_size}.")
-        if self.eval_batch_size < 1:
-            raise ValueError(f"eval batch size must be at least 1, got {self.eval_batch_size}.")
-        check_hparams(self.lr, self.weight_decay, self.dropout_scale, self.erase_p, self.label_smoothing)
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}.")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"validation fraction must be in (0, 1), got {self.val_fraction}.")
-        if self.split not in ("random", "stratified", "ordered"):
-            raise ValueError(f"unknown split {self.split!r}; choose random, stratified or ordered.")
-        augment_lib.parse(self.augment)
-
-
-HPARAM_NAMES = ("lr", "weight_decay", "dropout_scale", "erase_p", "label_smoothing")
-
-
-def check_hparams(lr, weight_decay, dropout_scale, erase_p, label_smoothing) -> None:
-    """Raises ValueError with one sentence for an impossible hyper-parameter value."""
-    if not lr > 0:
-        raise ValueError(f"learning rate must be positive, got {lr}.")
-    if not weight_decay >= 0:
-        raise ValueError(f"weight decay must be at least 0, got {weight_decay}.")
-    if not dropout_scale >= 0:
-        raise ValueError(f"dropout scale must be at least 0, got {dropout_scale}.")
-    if not 0.0 <= erase_p <= 1.0:
-        raise ValueError(f"erasing probability must be in [0, 1], got {erase_p}.")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise ValueError(f"label smoothing must be in [0, 1), got {label_smoothing}.")
 
 
 @flax.struct.dataclass
@@ -116,7 +54,8 @@ class HParams:
         """The config's values with `overrides` (names from HPARAM_NAMES), checked."""
         unknown = set(overrides) - set(HPARAM_NAMES)
         if unknown:
-            raise ValueError(f"unknown hyper-parameter {sorted(unknown)[0]!r}; choose from {', '.join(HPARAM_NAMES)}.")
+            raise ConfigError(sorted(unknown)[0], f"is not a hyper-parameter a member can override; "
+                                                  f"choose from {', '.join(HPARAM_NAMES)}.")
         values = {name: float(overrides.get(name, getattr(cfg, name))) for name in HPARAM_NAMES}
         check_hparams(**values)
         return cls(**{name: np.float32(v) for name, v in values.items()})
@@ -182,7 +121,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, hparams: HParams | No
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    return models.create(cfg.model)
+    """The config's zoo model, with its convolution implementation resolved for this backend."""
+    return models.create(cfg.model, conv_impl=layers.resolve_conv_impl(cfg.conv_impl))
 
 
 def build_augment(cfg: TrainConfig, erase_p=None):
@@ -221,10 +161,9 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
         x = build_augment(cfg, hp.erase_p)(aug_key, preprocess(images))
 
         def loss_fn(params):
-            with layers.dropout_scale(hp.dropout_scale):  # read while the model is traced
-                logits, updates = model.apply(
-                    {"params": params, "batch_stats": state.batch_stats}, x, train=True,
-                    rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                dropout_scale=hp.dropout_scale, rngs={"dropout": dropout_key}, mutable=["batch_stats"])
             loss = cross_entropy(logits, labels, hp.label_smoothing)
             return loss.mean(), (logits, loss, updates)
 
@@ -293,8 +232,8 @@ def segment_length(steps: int, target_segments: int = 10, min_steps: int = 8) ->
     splits the epoch into at most about `target_segments` calls.
 
     Equal segments mean one compiled program per epoch shape, and a progress report between them.
-    Each call costs a fixed ~0.1 s on CPU (measured with seed003: 1 step per call trained at
-    1,011 img/s, 8 steps per call at 1,836), so calls are never shorter than `min_steps` steps.
+    Each call has a fixed cost on CPU (see benchmarks/README.md), so calls are never shorter than
+    `min_steps` steps.
     """
     floor = min(max(min_steps, steps / target_segments), steps)
     return min(g for g in range(1, steps + 1) if steps % g == 0 and g >= floor)

@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from fmnist_jax import data, sharding, train
+from fmnist_jax.config import MEMBER_EXECUTIONS
+from fmnist_jax.errors import ConfigError
 from fmnist_jax.models.layers import preprocess
 
 
@@ -60,24 +62,18 @@ class RunState:
     best_epoch: jax.Array
 
 
-def member_splits(labels: np.ndarray, cfg: train.TrainConfig, seeds: Sequence[int],
-                  per_seed: bool) -> tuple[np.ndarray, np.ndarray]:
+def member_splits(labels: np.ndarray, cfg: train.TrainConfig, seeds: Sequence[int]
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx [M, n_train], val_idx [M, n_val]) into `labels`, as cfg.split says.
 
-    per_seed: each member splits with its own seed (seed 003 trained 5 nets on 5 random 80/20
-    splits); otherwise every member uses the split of cfg.seed. Split sizes do not depend on
-    the seed, so the indices stack.
+    cfg.split_per_seed: each member splits with its own seed (seed 003 trained 5 nets on 5 random
+    80/20 splits); otherwise every member uses the split of cfg.seed. Split sizes do not depend on
+    the seed, so the indices stack. (TrainConfig.validate refuses an ordered split per seed.)
     """
     def one(seed):
         return data.train_val_split(labels, cfg.val_fraction, seed, shuffle=cfg.split != "ordered",
                                     stratify=cfg.split == "stratified")
-    if per_seed:
-        if cfg.split == "ordered":
-            raise ValueError("an ordered split is the same for every seed; use a random or stratified "
-                             "split with per-seed splits.")
-        splits = [one(s) for s in seeds]
-    else:
-        splits = [one(cfg.seed)] * len(seeds)
+    splits = [one(s) for s in seeds] if cfg.split_per_seed else [one(cfg.seed)] * len(seeds)
     return np.stack([t for t, _ in splits]), np.stack([v for _, v in splits])
 
 
@@ -101,22 +97,20 @@ class EpochResult:
         return row
 
 
-MEMBER_EXECUTIONS = ("auto", "vmap", "map")
-
-
 def resolve_member_execution(execution: str, mesh, n_members: int) -> str:
     """How the training step runs over the member axis inside the one compiled program.
 
     "vmap": all members batched together, the way to fill a GPU/TPU and the only way to shard
     members across devices. "map": `lax.map`, one member after another inside the program; on a
-    CPU the members share the same cores anyway, and batching them only costs (measured with
-    benchmarks/ensemble.py, 5 members on 2 cores, hybrid convolutions: vmap 0.89x / 0.26x of
-    separate runs for seed003 / seed002, lax.map 1.14x / 1.11x).
+    CPU the members share the same cores anyway, and batching them only costs (vmapped
+    convolutions over per-member kernels are grouped convolutions; `benchmarks.ensemble`
+    compares both, figures in benchmarks/README.md).
     "auto": "map" for several members on a single CPU member group, "vmap" otherwise. A single
     member runs unbatched whatever the choice (see `over_members`).
     """
     if execution not in MEMBER_EXECUTIONS:
-        raise ValueError(f"unknown member execution {execution!r}; choose one of {', '.join(MEMBER_EXECUTIONS)}.")
+        raise ConfigError("member_execution", f"does not know {execution!r}; choose from "
+                                              f"{', '.join(MEMBER_EXECUTIONS)}.")
     if execution != "auto":
         return execution
     single_group = mesh.shape[sharding.MEMBERS] == 1
@@ -221,28 +215,28 @@ class Trainer:
     """
 
     def __init__(self, cfg: train.TrainConfig, x, y, train_idx, val_idx,
-                 members: Sequence[Member] | None = None, devices: Sequence[jax.Device] | None = None,
-                 member_execution: str = "auto"):
+                 members: Sequence[Member] | None = None, devices: Sequence[jax.Device] | None = None):
         cfg.validate()
         self.cfg = cfg
         self.members = list(members) if members else [Member(cfg.seed)]
         n_members = len(self.members)
         train_idx = np.broadcast_to(np.asarray(train_idx), (n_members, np.shape(train_idx)[-1]))
         val_idx = np.broadcast_to(np.asarray(val_idx), (n_members, np.shape(val_idx)[-1]))
-        if train_idx.shape[1] < cfg.batch_size:
-            raise ValueError(f"batch size {cfg.batch_size} is larger than the training set "
-                             f"({train_idx.shape[1]} images).")
+        if train_idx.shape[1] < cfg.batch:
+            raise ConfigError("batch", f"{cfg.batch} is larger than the training set "
+                                       f"({train_idx.shape[1]} images).")
         if val_idx.shape[1] == 0:
-            raise ValueError("the validation split is empty; raise the validation fraction.")
+            raise ConfigError("val_fraction", f"{cfg.val_fraction} leaves an empty validation split; "
+                                              "raise it.")
         self.hparams = _stack([train.HParams.create(cfg, **m.hparams) for m in self.members])
         self.model = train.build_model(cfg)
-        self.steps_per_epoch = train_idx.shape[1] // cfg.batch_size
+        self.steps_per_epoch = train_idx.shape[1] // cfg.batch
         self.n_train, self.n_val = train_idx.shape[1], val_idx.shape[1]
         self.lr_shape = train.learning_rate_schedule(cfg, self.steps_per_epoch, peak=1.0)
 
-        self.mesh = sharding.make_mesh(n_members, cfg.batch_size, devices)
+        self.mesh = sharding.make_mesh(n_members, cfg.batch, devices)
         by_member = sharding.member_sharding(self.mesh)
-        self.member_execution = resolve_member_execution(member_execution, self.mesh, n_members)
+        self.member_execution = resolve_member_execution(cfg.member_execution, self.mesh, n_members)
         self.x = self.replicate(x)
         self.y = self.replicate(np.asarray(y).astype(np.int32))
         self.train_idx = sharding.put(train_idx.astype(np.int32), by_member)
@@ -260,8 +254,8 @@ class Trainer:
         self._batches = jax.jit(jax.vmap(self._member_batches, in_axes=(0, 0, None)),
                                 out_shardings=sharding.batch_sharding(self.mesh))
         self._keep_best = jax.jit(_keep_best, donate_argnums=(0,), out_shardings=by_member)
-        self.evaluate = make_member_evaluate(self.model, cfg.eval_batch_size, self.member_execution)
-        self.predict = make_member_predict(self.model, cfg.eval_batch_size, self.member_execution)
+        self.evaluate = make_member_evaluate(self.model, cfg.eval_batch, self.member_execution)
+        self.predict = make_member_predict(self.model, cfg.eval_batch, self.member_execution)
         self.segment = train.segment_length(self.steps_per_epoch)
 
     @property
@@ -287,7 +281,7 @@ class Trainer:
         return sharding.put(np.asarray(x), sharding.replicated(self.mesh))
 
     def _member_batches(self, data_key, train_idx, epoch):
-        return train_idx[train.epoch_batches(data_key, epoch, self.n_train, self.cfg.batch_size)]
+        return train_idx[train.epoch_batches(data_key, epoch, self.n_train, self.cfg.batch)]
 
     def init(self) -> RunState:
         """Fresh members, sharded over the member axis."""
@@ -334,7 +328,7 @@ class Trainer:
             if bad:
                 raise train.TrainingError(
                     f"the training loss became {bad[0][1]} in epoch {epoch + 1} (member seed "
-                    f"{bad[0][0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower --lr or "
+                    f"{bad[0][0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower the learning rate (lr) or "
                     "check the data (the last good checkpoint is kept).")
             val = self.validate(train.variables_of(state.train))
             state = self._keep_best(state, jnp.asarray(val["accuracy"], jnp.float32), epoch + 1)

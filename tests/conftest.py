@@ -38,22 +38,20 @@ def synthetic_dir(tmp_path):
 
 @pytest.fixture
 def dirs(synthetic_dir, tmp_path):
-    """Flag values pointing an experiment script at synthetic data and temporary output folders
-    (absl flags parsed first, as app.run would)."""
-    from absl import flags
-    if not flags.FLAGS.is_parsed():
-        flags.FLAGS(["test"])
+    """Flags pointing an experiment script at synthetic data and temporary output folders."""
     directory, _ = synthetic_dir
-    return dict(data_dir=str(directory), results_dir=str(tmp_path / "results"),
-                checkpoint_dir=str(tmp_path / "checkpoints"))
+    return [f"--data_dir={directory}", f"--results_dir={tmp_path / 'results'}",
+            f"--checkpoint_dir={tmp_path / 'checkpoints'}"]
 
 
 def assert_exits_with_sentence(capsys, message: str, run, *args) -> None:
-    """run(*args) exits with status 2 (absl's usage error) and `message` on stderr."""
+    """run(*args) exits with status 2 and one line on stderr containing `message`."""
     with pytest.raises(SystemExit) as exit_info:
         run(*args)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
 
 
 @pytest.fixture(scope="session")

@@ -10,14 +10,14 @@ import numpy as np
 from fmnist_jax import sharding, train, trainer
 from tests.conftest import make_dataset
 
-CFG = train.TrainConfig(model="seed003", epochs=1, batch_size=32, augment=("flip", "erase"),
-                        optimizer="sgd", lr=0.01, split="random", val_fraction=0.25)
+CFG = train.TrainConfig(model="seed003", epochs=1, batch=32, augment=("flip", "erase"),
+                        optimizer="sgd", lr=0.01, split="random", val_fraction=0.25, split_per_seed=True)
 
 
 def run(n_members: int, devices):
     ds = make_dataset(n_train=160, n_test=40)
     members = trainer.seed_members(0, n_members)
-    train_idx, val_idx = trainer.member_splits(ds.y_train, CFG, [m.seed for m in members], per_seed=True)
+    train_idx, val_idx = trainer.member_splits(ds.y_train, CFG, [m.seed for m in members])
     t = trainer.Trainer(CFG, ds.x_train, ds.y_train, train_idx, val_idx, members, devices=devices)
     *_, (result, state) = t.epochs(t.init())
     return t, state, result

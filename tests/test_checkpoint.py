@@ -47,12 +47,12 @@ def test_a_failed_write_raises_a_clear_error_and_keeps_earlier_checkpoints(tmp_p
 
 def test_resumed_ensemble_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     ds = make_dataset(n_train=128, n_test=40)
-    cfg = train.TrainConfig(model="seed003", epochs=3, batch_size=32, augment=("flip", "erase", "shift_zoom"),
-                            seed=7, split="random", val_fraction=0.25)
+    cfg = train.TrainConfig(model="seed003", epochs=3, batch=32, augment=("flip", "erase", "shift_zoom"),
+                            seed=7, split="random", val_fraction=0.25, split_per_seed=True)
     members = trainer.seed_members(7, 2)
 
     def make_trainer():
-        train_idx, val_idx = trainer.member_splits(ds.y_train, cfg, [7, 8], per_seed=True)
+        train_idx, val_idx = trainer.member_splits(ds.y_train, cfg, [7, 8])
         return trainer.Trainer(cfg, ds.x_train, ds.y_train, train_idx, val_idx, members)
 
     t = make_trainer()

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from fmnist_jax import train, trainer
+from fmnist_jax.errors import ConfigError
 from tests.conftest import make_dataset
 
-TINY = train.TrainConfig(model="seed003", epochs=2, batch_size=32, augment=("flip", "erase"), seed=3)
+TINY = train.TrainConfig(model="seed003", epochs=2, batch=32, augment=("flip", "erase"), seed=3)
 
 
 def _trainer(cfg=TINY, n_train=128, n_val=40, members=None):
@@ -55,7 +56,7 @@ def test_same_seed_same_bits_other_seed_differs():
 
 
 def test_evaluation_is_exact_over_a_partial_last_batch():
-    t = _trainer(dataclasses.replace(TINY, eval_batch_size=16))   # 40 = 16 + 16 + 8
+    t = _trainer(dataclasses.replace(TINY, eval_batch=16))   # 40 = 16 + 16 + 8
     stacked = train.variables_of(t.init().train)
     got = t.validate(stacked)
     x_val, y_val = t.x[128:], t.y[128:]
@@ -74,23 +75,24 @@ def test_nan_loss_stops_with_a_clear_error():
 
 
 @pytest.mark.parametrize("changes, message", [
-    (dict(batch_size=0), "batch size must be at least 1"),
-    (dict(model="vgg"), "unknown model"),
+    (dict(batch=0), "batch must be at least 1"),
+    (dict(model="vgg"), "model does not know 'vgg'"),
     (dict(epochs=0), "epochs must be at least 1"),
-    (dict(lr=-1.0), "learning rate must be positive"),
-    (dict(weight_decay=-1e-4), "weight decay must be at least 0"),
-    (dict(erase_p=1.5), "erasing probability must be in"),
-    (dict(label_smoothing=1.0), "label smoothing must be in"),
-    (dict(augment=("blur",)), "unknown augmentation"),
+    (dict(lr=-1.0), "lr must be positive"),
+    (dict(weight_decay=-1e-4), "weight_decay must be at least 0"),
+    (dict(erase_p=1.5), "erase_p must be in"),
+    (dict(label_smoothing=1.0), "label_smoothing must be in"),
+    (dict(augment=("blur",)), "augment does not know 'blur'"),
 ])
-def test_bad_configs(changes, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_configs_name_their_field(changes, message):
+    with pytest.raises(ConfigError, match=message) as error:
         dataclasses.replace(TINY, **changes).validate()
+    assert error.value.field == next(iter(changes))
 
 
 def test_batch_larger_than_training_set():
     with pytest.raises(ValueError, match="larger than the training set"):
-        _trainer(dataclasses.replace(TINY, batch_size=500))
+        _trainer(dataclasses.replace(TINY, batch=500))
 
 
 @pytest.mark.parametrize("optimizer, schedule", [("adamw", "cosine"), ("sgd", "onecycle"), ("adam", "constant")])

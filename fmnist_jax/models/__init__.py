@@ -1,5 +1,10 @@
-"""The CNN zoo: every model by name. Each is a flax.linen Module called as
-``model.apply(variables, x, train=...)`` on uint8 or float images [N, 28, 28(, 1)] -> logits [N, 10].
+"""The CNN zoo: every model by name.
+
+Each is a flax.linen Module called as ``model.apply(variables, x, train=..., dropout_scale=1.0)``
+on uint8 or float images [N, 28, 28(, 1)] -> logits [N, 10]. `dropout_scale` multiplies every
+dropout rate (it may be traced: each member of a sweep has its own). Every model has a
+`conv_impl` field (see `layers.resolve_conv_impl`), set with ``create(name, conv_impl=...)``;
+the parameters do not depend on it.
 """
 
 from __future__ import annotations

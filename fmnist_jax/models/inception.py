@@ -7,6 +7,8 @@ offline and 28x28 inputs are far below InceptionV3's 75x75 minimum, so this keep
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -16,10 +18,11 @@ from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, max_pool, 
 class ConvBN(nn.Module):
     features: int
     kernel: int = 3
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        x = Conv(self.features, (self.kernel, self.kernel), use_bias=False)(x)
+        x = Conv(self.features, (self.kernel, self.kernel), use_bias=False, impl=self.conv_impl)(x)
         return nn.relu(BatchNorm(use_running_average=not train)(x))
 
 
@@ -29,14 +32,16 @@ class InceptionBlock(nn.Module):
     b3: int
     b5: int
     bpool: int
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        one = ConvBN(self.b1, 1)(x, train=train)
-        three = ConvBN(self.b3, 3)(ConvBN(self.b3 // 2, 1)(x, train=train), train=train)
-        five = ConvBN(self.b5, 5)(ConvBN(self.b5 // 2, 1)(x, train=train), train=train)
+        conv = functools.partial(ConvBN, conv_impl=self.conv_impl)
+        one = conv(self.b1, 1)(x, train=train)
+        three = conv(self.b3, 3)(conv(self.b3 // 2, 1)(x, train=train), train=train)
+        five = conv(self.b5, 5)(conv(self.b5 // 2, 1)(x, train=train), train=train)
         pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
-        pooled = ConvBN(self.bpool, 1)(pooled, train=train)
+        pooled = conv(self.bpool, 1)(pooled, train=train)
         return jnp.concatenate([one, three, five, pooled], axis=-1)
 
 
@@ -44,15 +49,17 @@ class InceptionNet(nn.Module):
     """Stem conv, two inception blocks, pool, two more, global average pool, dropout, dense."""
     num_classes: int = 10
     dropout: float = 0.3
+    conv_impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
-        x = ConvBN(32, 3)(preprocess(x), train=train)
-        x = InceptionBlock(16, 32, 8, 8)(x, train=train)
-        x = InceptionBlock(32, 48, 16, 16)(x, train=train)
+    def __call__(self, x, *, train: bool, dropout_scale=1.0):
+        block = functools.partial(InceptionBlock, conv_impl=self.conv_impl)
+        x = ConvBN(32, 3, self.conv_impl)(preprocess(x), train=train)
+        x = block(16, 32, 8, 8)(x, train=train)
+        x = block(32, 48, 16, 16)(x, train=train)
         x = max_pool(x)
-        x = InceptionBlock(48, 64, 16, 16)(x, train=train)
-        x = InceptionBlock(64, 96, 32, 32)(x, train=train)
+        x = block(48, 64, 16, 16)(x, train=train)
+        x = block(64, 96, 32, 32)(x, train=train)
         x = max_pool(x)
-        x = Dropout(self.dropout, deterministic=not train)(x.mean(axis=(1, 2)))
+        x = Dropout(self.dropout, deterministic=not train)(x.mean(axis=(1, 2)), dropout_scale)
         return Dense(self.num_classes)(x)

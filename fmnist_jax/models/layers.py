@@ -7,8 +7,6 @@ implementation loads into another.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 from typing import Sequence
 
@@ -27,35 +25,19 @@ Dense = functools.partial(nn.Dense, kernel_init=KERNEL_INIT)
 
 
 CONV_IMPLS = ("auto", "xla", "matmul", "hybrid")
-_conv_impl: contextvars.ContextVar[str] = contextvars.ContextVar("conv_impl", default="auto")
-
-
-@contextlib.contextmanager
-def conv_impl(impl: str):
-    """Within the block, every `Conv` traced with impl="auto" uses `impl` instead."""
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"unknown conv implementation {impl!r}; choose one of {', '.join(CONV_IMPLS)}.")
-    token = _conv_impl.set(impl)
-    try:
-        yield
-    finally:
-        _conv_impl.reset(token)
 
 
 def resolve_conv_impl(impl: str = "auto", backend: str | None = None) -> str:
-    """The implementation "auto" stands for on `backend` (default: JAX's default backend).
+    """The implementation `impl` stands for on `backend` (default: JAX's default backend).
 
-    CPU: "hybrid". XLA CPU's forward convolution is its fastest (seed 002 net evaluation: 4,028
-    vs 1,582 img/s with "matmul"), its kernel-gradient convolution its slowest (one 64->64 3x3
-    layer at batch 250, one-off timing: 290 ms, against ~50 ms for a matmul on patches);
-    "hybrid" trains the seed 002 net 1.04-1.11x as fast as "matmul"
-    (benchmarks/train_throughput.py). Under vmap over
-    per-member kernels lax.conv becomes a slow grouped convolution, so members that must be
-    vmapped on CPU should use "matmul".
-    GPU/TPU: "xla" (cuDNN / the TPU convolution units).
+    "auto" is "hybrid" on CPU, where XLA's forward convolution is fast and its kernel-gradient
+    convolution slow, and "xla" on GPU/TPU (cuDNN / the TPU convolution units). Measured with
+    `benchmarks.train_throughput` and `benchmarks.profile_step`; figures in benchmarks/README.md.
+    Under vmap over per-member kernels lax.conv becomes a grouped convolution (slow on CPU), so
+    vmapped members on CPU are better served by "matmul".
     """
-    if impl == "auto":
-        impl = _conv_impl.get()
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv implementation {impl!r}; choose one of {', '.join(CONV_IMPLS)}.")
     if impl != "auto":
         return impl
     return "hybrid" if (backend or jax.default_backend()) == "cpu" else "xla"
@@ -125,7 +107,7 @@ def _conv_hybrid_forward(x, kernel, pads):
 def _conv_hybrid_backward(pads, residuals, dy):
     patches, kernel = residuals
     kh, kw = kernel.shape[:2]
-    # Kernel gradient: one matmul over batch and positions (XLA CPU's own takes ~5x longer). It is
+    # Kernel gradient: one matmul over batch and positions (XLA CPU's own is much slower). It is
     # written as (dy^T patches)^T on 2-D views so that XLA transposes dy, not the kh*kw times
     # larger patches.
     rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
@@ -173,8 +155,8 @@ class Conv(nn.Module):
     """2-D convolution over NHWC inputs with flax.linen.Conv's parameter layout.
 
     impl: "xla" (lax.conv), "matmul" (patches + one matmul), "hybrid" (`conv_hybrid`) or "auto"
-    (per backend, see `resolve_conv_impl`). Parameters are the same for all, so checkpoints move
-    between them.
+    (per backend, see `resolve_conv_impl`). Every zoo model has a `conv_impl` field that it
+    passes here. Parameters are the same for all, so checkpoints move between them.
     """
     features: int
     kernel_size: Sequence[int] = (3, 3)
@@ -195,38 +177,28 @@ class Conv(nn.Module):
 
 
 MAX_DROPOUT_RATE = 0.95
-_dropout_scale: contextvars.ContextVar = contextvars.ContextVar("dropout_scale", default=1.0)
-
-
-@contextlib.contextmanager
-def dropout_scale(scale):
-    """Within the block, every `Dropout` traced uses rate * scale (clipped to [0, 0.95]).
-
-    `scale` may be a traced value: a vmapped sweep gives each member its own dropout strength
-    while all members share one compiled program.
-    """
-    token = _dropout_scale.set(scale)
-    try:
-        yield
-    finally:
-        _dropout_scale.reset(token)
 
 
 class Dropout(nn.Module):
     """Inverted dropout (as flax.linen.Dropout) whose rate may be scaled by a traced value.
 
-    The mask compares 16 random bits per element with an integer threshold (10-17% less time
-    than a uniform float per element in two CPU timings); the keep probability is rounded to a multiple of
-    1/65536 and the survivors are scaled by the rounded value, so the expectation is exact.
+    Called as ``Dropout(rate, deterministic=not train)(x, scale)``: the rate used is
+    rate * scale, clipped to [0, 0.95]. `scale` may be traced, so the members of a vmapped sweep
+    each have their own dropout strength in one compiled program.
+
+    The mask compares 16 random bits per element with an integer threshold, which is cheaper
+    than a uniform float per element (`benchmarks.profile_step`); the keep probability is rounded
+    to a multiple of 1/65536 and the survivors are scaled by the rounded value, so the
+    expectation is exact.
     """
     rate: float
     deterministic: bool = False
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, scale=1.0):
         if self.deterministic or self.rate == 0:
             return x
-        rate = jnp.clip(self.rate * jnp.asarray(_dropout_scale.get(), jnp.float32), 0.0, MAX_DROPOUT_RATE)
+        rate = jnp.clip(self.rate * jnp.asarray(scale, jnp.float32), 0.0, MAX_DROPOUT_RATE)
         threshold = jnp.round((1.0 - rate) * 65536.0).astype(jnp.uint32)
         bits = jax.random.bits(self.make_rng("dropout"), x.shape, jnp.uint16)
         keep = bits.astype(jnp.uint32) < threshold
@@ -237,8 +209,8 @@ def max_pool(x, size: int = 2):
     """Non-overlapping size x size max-pooling (VALID: a remainder row/column is dropped).
 
     Written as a reshape and a max rather than nn.max_pool: XLA CPU's select-and-scatter gradient
-    made the seed 002 training step 20% slower (449 vs 540 images/s). The gradient differs only
-    where a window holds several equal maxima, which it shares among them.
+    is slow (see benchmarks/README.md). The gradient differs only where a window holds several
+    equal maxima, which it shares among them.
     """
     n, h, w, c = x.shape
     h, w = h - h % size, w - w % size

@@ -14,10 +14,11 @@ class MLP(nn.Module):
     hidden: Sequence[int] = (512, 256)
     dropout: float = 0.2
     num_classes: int = 10
+    conv_impl: str = "auto"    # the zoo's common interface; an MLP has no convolution to choose for
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = flatten(preprocess(x))
         for width in self.hidden:
-            x = Dropout(self.dropout, deterministic=not train)(nn.relu(Dense(width)(x)))
+            x = Dropout(self.dropout, deterministic=not train)(nn.relu(Dense(width)(x)), dropout_scale)
         return Dense(self.num_classes)(x)

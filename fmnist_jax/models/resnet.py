@@ -13,15 +13,16 @@ class BasicBlock(nn.Module):
     """Post-activation block (conv-BN-ReLU-conv-BN + shortcut, ReLU), as in the original ResNet."""
     features: int
     strides: int = 1
+    conv_impl: str = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False)(x)
+        y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False, impl=self.conv_impl)(x)
         y = nn.relu(BatchNorm(use_running_average=not train)(y))
-        y = Conv(self.features, use_bias=False)(y)
+        y = Conv(self.features, use_bias=False, impl=self.conv_impl)(y)
         y = BatchNorm(use_running_average=not train)(y)
         if x.shape[-1] != self.features or self.strides != 1:
-            x = Conv(self.features, (1, 1), (self.strides,) * 2, use_bias=False)(x)
+            x = Conv(self.features, (1, 1), (self.strides,) * 2, use_bias=False, impl=self.conv_impl)(x)
             x = BatchNorm(use_running_average=not train)(x)
         return nn.relu(x + y)
 
@@ -31,18 +32,19 @@ class PreActBlock(nn.Module):
     features: int
     strides: int = 1
     dropout: float = 0.0
+    conv_impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, dropout_scale=1.0):
         pre = nn.relu(BatchNorm(use_running_average=not train)(x))
         shortcut = x
         if x.shape[-1] != self.features or self.strides != 1:
-            shortcut = Conv(self.features, (1, 1), (self.strides,) * 2, use_bias=False)(pre)
-        y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False)(pre)
+            shortcut = Conv(self.features, (1, 1), (self.strides,) * 2, use_bias=False, impl=self.conv_impl)(pre)
+        y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False, impl=self.conv_impl)(pre)
         y = nn.relu(BatchNorm(use_running_average=not train)(y))
         if self.dropout:
-            y = Dropout(self.dropout, deterministic=not train)(y)
-        y = Conv(self.features, use_bias=False)(y)
+            y = Dropout(self.dropout, deterministic=not train)(y, dropout_scale)
+        y = Conv(self.features, use_bias=False, impl=self.conv_impl)(y)
         return shortcut + y
 
 
@@ -53,19 +55,21 @@ class ResNet(nn.Module):
     preact: bool = True
     dropout: float = 0.0
     num_classes: int = 10
+    conv_impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
-        x = Conv(self.widths[0], use_bias=False)(preprocess(x))
+    def __call__(self, x, *, train: bool, dropout_scale=1.0):
+        x = Conv(self.widths[0], use_bias=False, impl=self.conv_impl)(preprocess(x))
         if not self.preact:
             x = nn.relu(BatchNorm(use_running_average=not train)(x))
         for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for b in range(blocks):
                 strides = 2 if stage > 0 and b == 0 else 1
                 if self.preact:
-                    x = PreActBlock(width, strides, self.dropout)(x, train=train)
+                    x = PreActBlock(width, strides, self.dropout, self.conv_impl)(
+                        x, train=train, dropout_scale=dropout_scale)
                 else:
-                    x = BasicBlock(width, strides)(x, train=train)
+                    x = BasicBlock(width, strides, self.conv_impl)(x, train=train)
         if self.preact:
             x = nn.relu(BatchNorm(use_running_average=not train)(x))
         return Dense(self.num_classes)(x.mean(axis=(1, 2)))

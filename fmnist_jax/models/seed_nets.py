@@ -21,20 +21,21 @@ class Seed002Net(nn.Module):
     conv_dropout: float = 0.25
     dense_dropout: float = 0.5
     num_classes: int = 10
+    conv_impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
-        x = nn.relu(Conv(64)(x))
+        x = nn.relu(Conv(64, impl=self.conv_impl)(x))
         x = BatchNorm(use_running_average=not train)(x)
-        x = nn.relu(Conv(64)(x))
-        x = Dropout(self.conv_dropout, deterministic=not train)(max_pool(x))
-        x = nn.relu(Conv(128)(x))
-        x = Dropout(self.conv_dropout, deterministic=not train)(max_pool(x))
+        x = nn.relu(Conv(64, impl=self.conv_impl)(x))
+        x = Dropout(self.conv_dropout, deterministic=not train)(max_pool(x), dropout_scale)
+        x = nn.relu(Conv(128, impl=self.conv_impl)(x))
+        x = Dropout(self.conv_dropout, deterministic=not train)(max_pool(x), dropout_scale)
         x = nn.relu(Dense(512)(flatten(x)))
-        x = Dropout(self.dense_dropout, deterministic=not train)(x)
+        x = Dropout(self.dense_dropout, deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(256)(x))
-        x = Dropout(self.dense_dropout, deterministic=not train)(x)
+        x = Dropout(self.dense_dropout, deterministic=not train)(x, dropout_scale)
         x = BatchNorm(use_running_average=not train)(x)
         return Dense(self.num_classes)(x)
 
@@ -42,16 +43,17 @@ class Seed002Net(nn.Module):
 class Seed003SimpleCNN(nn.Module):
     """BN, conv64 4x4 same, pool, drop .1, conv64 4x4 valid, pool, drop .3, dense256, drop .5, dense64, BN, dense10."""
     num_classes: int = 10
+    conv_impl: str = "auto"
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
-        x = nn.relu(Conv(64, (4, 4))(x))
-        x = Dropout(0.1, deterministic=not train)(max_pool(x))
-        x = nn.relu(Conv(64, (4, 4), padding="VALID")(x))
-        x = Dropout(0.3, deterministic=not train)(max_pool(x))
+        x = nn.relu(Conv(64, (4, 4), impl=self.conv_impl)(x))
+        x = Dropout(0.1, deterministic=not train)(max_pool(x), dropout_scale)
+        x = nn.relu(Conv(64, (4, 4), padding="VALID", impl=self.conv_impl)(x))
+        x = Dropout(0.3, deterministic=not train)(max_pool(x), dropout_scale)
         x = nn.relu(Dense(256)(flatten(x)))
-        x = Dropout(0.5, deterministic=not train)(x)
+        x = Dropout(0.5, deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(64)(x))
         x = BatchNorm(use_running_average=not train)(x)
         return Dense(self.num_classes)(x)
@@ -60,15 +62,17 @@ class Seed003SimpleCNN(nn.Module):
 class Seed004FourLayerCNN(nn.Module):
     """Four 3x3 convolutions with batch norm in two pooled stages, dense 128, dense 10."""
     num_classes: int = 10
+    conv_impl: str = "auto"
     dropout: float = 0.25
 
     @nn.compact
-    def __call__(self, x, *, train: bool):
+    def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = preprocess(x)
         for stage, features in enumerate((32, 64)):
             for _ in range(2):
-                x = nn.relu(BatchNorm(use_running_average=not train)(Conv(features, use_bias=False)(x)))
-            x = Dropout(self.dropout, deterministic=not train)(max_pool(x))
+                x = Conv(features, use_bias=False, impl=self.conv_impl)(x)
+                x = nn.relu(BatchNorm(use_running_average=not train)(x))
+            x = Dropout(self.dropout, deterministic=not train)(max_pool(x), dropout_scale)
         x = nn.relu(Dense(128)(flatten(x)))
-        x = Dropout(2 * self.dropout, deterministic=not train)(x)
+        x = Dropout(2 * self.dropout, deterministic=not train)(x, dropout_scale)
         return Dense(self.num_classes)(x)

@@ -1,0 +1,209 @@
+"""What every experiment script shares: flags generated from config dataclasses, the run-folder
+flags, process set-up, and one way of failing (one sentence on stderr, exit status 2).
+
+A script is a module with two functions:
+
+    define_flags(fv: flags.FlagValues) -> None    # the script's own flags, and no others
+    main(fv: flags.FlagValues, args: list[str])   # reads the flags, calls the library
+
+`run_script(module)` runs it from the command line (absl's app.run on the global FLAGS);
+`invoke(module, argv)` runs it in-process on a fresh FlagValues (tests). A script that takes
+positional arguments sets TAKES_ARGS = True. Flags are never
+defined at import time, so scripts imported side by side do not share or clash over flags, and
+`--helpfull` lists only what the script uses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from typing import Any, Callable, Iterable, Sequence
+
+from absl import app, flags
+from absl import logging as absl_logging
+
+from fmnist_jax import host_memory, presets, sharding
+from fmnist_jax.errors import ConfigError, UserError
+from fmnist_jax.run_files import RunPaths, check_run_name
+
+log = logging.getLogger("experiments")
+
+_NO_DEFAULT = object()
+
+
+def _help(field: dataclasses.Field) -> str:
+    choices = field.metadata.get("choices")
+    return field.metadata.get("help", "") + (f" One of: {', '.join(choices)}." if choices else "")
+
+
+def define_config_flags(fv: flags.FlagValues, cls, *, lists: Iterable[str] = (), only: Iterable[str] | None = None,
+                        defaults: dict[str, Any] | None = None) -> None:
+    """One flag per field of the dataclass `cls`: the field's name, default and help.
+
+    Fields named in `lists` (and tuple fields) become comma-list flags; `only` restricts the
+    fields; `defaults` replaces field defaults (e.g. None for "as the run was trained").
+    """
+    lists, defaults = set(lists), defaults or {}
+    for field in dataclasses.fields(cls):
+        if only is not None and field.name not in only:
+            continue
+        default = defaults.get(field.name, field.default)
+        args = dict(name=field.name, help=_help(field), flag_values=fv)
+        if field.name in lists or isinstance(field.default, tuple):
+            values = default if isinstance(default, tuple) else (default,)
+            flags.DEFINE_list(default=None if default is None else [str(v) for v in values], **args)
+        elif isinstance(field.default, bool):
+            flags.DEFINE_bool(default=default, **args)
+        elif isinstance(field.default, int):
+            flags.DEFINE_integer(default=default, **args)
+        elif isinstance(field.default, float):
+            flags.DEFINE_float(default=default, **args)
+        else:
+            flags.DEFINE_string(default=default, **args)
+
+
+def _cast_list(field: dataclasses.Field, raw: Sequence[str]) -> list:
+    sample = field.default[0] if isinstance(field.default, tuple) else field.default
+    kind = type(sample)
+    raw = [v for v in raw if v.strip() and v.strip() != "none"] if isinstance(field.default, tuple) else raw
+    try:
+        return [kind(v.strip()) if kind is not str else v.strip() for v in raw]
+    except ValueError:
+        noun = "integers" if kind is int else "numbers"
+        raise ConfigError(field.name, f"must be a comma list of {noun}, got {','.join(raw)!r}.") from None
+
+
+def config_values(fv: flags.FlagValues, cls, *, base=None, lists: Iterable[str] = ()) -> dict[str, Any]:
+    """Each field's value: the flag where given on the command line, else `base`'s (a preset),
+    else the flag's default. Fields in `lists` come back as lists, tuple fields as tuples."""
+    lists = set(lists)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in fv:
+            continue
+        flag = fv[field.name]
+        if base is not None and not flag.present:
+            value = getattr(base, field.name)
+            values[field.name] = [value] if field.name in lists else value
+        elif field.name in lists:
+            values[field.name] = _cast_list(field, flag.value)
+        elif isinstance(field.default, tuple):
+            values[field.name] = tuple(_cast_list(field, flag.value))
+        else:
+            values[field.name] = flag.value
+    return values
+
+
+def define_preset_flag(fv: flags.FlagValues) -> None:
+    listing = "; ".join(f"{name}: {presets.describe(name)}" for name in presets.NAMES)
+    flags.DEFINE_string("preset", None, f"Start from a named configuration (fmnist_jax/presets); flags "
+                        f"given explicitly override its fields. {listing}", flag_values=fv)
+
+
+def preset(fv: flags.FlagValues):
+    """The --preset's TrainConfig, or None."""
+    return presets.get(fv.preset) if fv.preset else None
+
+
+def define_run_flags(fv: flags.FlagValues, *, name: bool = True, checkpoints: bool = True,
+                     overwrite: bool = True) -> None:
+    """--results_dir, --data_dir (and --run_name, --checkpoint_dir, --overwrite)."""
+    if name:
+        flags.DEFINE_string("run_name", None, "Run folder name: letters, digits, '-', '_', '.' "
+                            "(default: derived from the flags).", flag_values=fv)
+    flags.DEFINE_string("results_dir", "results", "Where results/<run>/ is written.", flag_values=fv)
+    flags.DEFINE_string("data_dir", None, "Folder of the IDX files (default: $FMNIST_DATA_DIR, ./data/<dataset>, "
+                        "then Debian's /usr/share/datasets/fashion-mnist).", flag_values=fv)
+    if checkpoints:
+        flags.DEFINE_string("checkpoint_dir", "checkpoints", "Where checkpoints/<run>/ is kept.", flag_values=fv)
+    if overwrite:
+        flags.DEFINE_bool("overwrite", False, "Start the run from scratch, deleting its checkpoints.",
+                          flag_values=fv)
+
+
+def run_paths(fv: flags.FlagValues, name: str | None = None) -> RunPaths:
+    """The run's folders from --run_name (or `name`), --results_dir and --checkpoint_dir."""
+    checkpoint_dir = fv.checkpoint_dir if "checkpoint_dir" in fv else "checkpoints"
+    return RunPaths(check_run_name(fv.run_name or name), fv.results_dir, checkpoint_dir)
+
+
+def define_process_flags(fv: flags.FlagValues) -> None:
+    """--keep_freed_memory and --distributed: set-up of a training process."""
+    flags.DEFINE_bool("keep_freed_memory", True, "Linux: malloc keeps freed memory for reuse instead of "
+                      "unmapping it (XLA CPU allocates its buffers anew every call).", flag_values=fv)
+    flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first "
+                      "(coordinator found automatically on TPU pods and SLURM).", flag_values=fv)
+
+
+def setup_process(fv: flags.FlagValues) -> None:
+    """Per-process set-up of a training script: malloc, and joining a multi-host run when asked."""
+    if fv.keep_freed_memory and host_memory.keep_freed_memory():
+        log.info("malloc keeps freed memory for reuse (--nokeep_freed_memory to turn off)")
+    if fv.distributed:
+        sharding.initialize_distributed()
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr while an epoch runs (only on a terminal)."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, epoch: int, done: int, total: int) -> None:
+        if self.enabled:
+            filled = int(30 * done / total)
+            sys.stderr.write(f"\repoch {epoch}/{self.epochs} [{'#' * filled}{' ' * (30 - filled)}] "
+                             f"{done}/{total} steps")
+            sys.stderr.flush()
+            if done >= total:
+                sys.stderr.write("\r" + " " * 70 + "\r")
+
+
+def setup_logging() -> None:
+    """Library logging (module loggers) shows through absl at INFO level."""
+    absl_logging.set_verbosity(absl_logging.INFO)
+    logging.getLogger().setLevel(logging.INFO)
+    for noisy in ("jax._src.xla_bridge", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(message: str):
+    """Prints `message` to stderr as one line and exits with status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def reporting_errors(fn: Callable[[], Any]) -> Any:
+    """fn(), with every error a person can act on turned into one sentence and exit status 2."""
+    try:
+        return fn()
+    except ConfigError as e:
+        fail(e.as_flag_message())
+    except (UserError, flags.Error) as e:
+        fail(str(e))
+
+
+def _call_main(script, fv: flags.FlagValues, argv: Sequence[str]):
+    args = list(argv[1:])
+    if args and not getattr(script, "TAKES_ARGS", False):
+        fail(f"unexpected argument {args[0]!r}; flags are written --name=value.")
+    return reporting_errors(lambda: script.main(fv, args))
+
+
+def run_script(script) -> None:
+    """The command-line entry point of a script: ``cli.run_script(sys.modules[__name__])``."""
+    script.define_flags(flags.FLAGS)
+    parse = lambda argv: reporting_errors(lambda: flags.FLAGS(argv))   # noqa: E731
+    setup_logging()
+    app.run(lambda argv: _call_main(script, flags.FLAGS, argv), flags_parser=parse)
+
+
+def invoke(script, argv: Sequence[str] = ()) -> Any:
+    """Runs `script` in-process on `argv` with a FlagValues of its own; errors exit exactly as
+    on the command line. Returns the script's main's result (tests call scripts this way)."""
+    fv = flags.FlagValues()
+    script.define_flags(fv)
+    rest = reporting_errors(lambda: fv([script.__name__, *argv]))
+    return _call_main(script, fv, rest)

@@ -1,0 +1,149 @@
+"""The one description of a training run: `TrainConfig`, its defaults, its help and its checks.
+
+Every field has a default and a help text (field metadata); the command-line flags of
+`experiments.cnn` and `experiments.sweep` are generated from these fields, so a flag has its
+field's name, default and help, and `TrainConfig()` is exactly what a command without flags
+trains (seed 002's net and recipe). Presets (`fmnist_jax.presets`) are `TrainConfig` values.
+
+`validate()` raises `ConfigError(field, problem)`: the error knows the field, and therefore the
+flag, that holds the impossible value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fmnist_jax import augment, data, models
+from fmnist_jax.errors import ConfigError
+from fmnist_jax.models import layers
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "onecycle")
+SPLITS = ("random", "stratified", "ordered")
+MEMBER_EXECUTIONS = ("auto", "vmap", "map")
+
+# Hyper-parameters that do not change shapes: members of one program may each have their own
+# (they live in the training state as arrays, see train.HParams), so a sweep grids over them.
+HPARAM_NAMES = ("lr", "weight_decay", "dropout_scale", "erase_p", "label_smoothing")
+
+# Fields that say how a run executes, not what it computes (results agree to float rounding):
+# a resumed run may change them.
+EXECUTION_FIELDS = ("eval_batch", "conv_impl", "member_execution")
+RESUMABLE_FIELDS = ("epochs",) + EXECUTION_FIELDS
+
+
+def _field(default, help: str, choices: tuple | None = None):
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (recorded in its config.json).
+
+    The defaults are seed 002's recipe: its net, Adam at 1e-3, batch 250, 100 epochs, the first
+    85% of the training images to train on and the last 15% to validate, flip + random erasing.
+    """
+    # What is trained, on what.
+    model: str = _field("seed002", "Network from the zoo.", tuple(models.names()))
+    dataset: str = _field("fashion_mnist", "Dataset.", data.DATASETS)
+    train_limit: int = _field(0, "Use only the first N training images (0: all).")
+    # The optimisation.
+    epochs: int = _field(100, "Epochs to train (a resumed run continues up to this).")
+    batch: int = _field(250, "Training batch size.")
+    optimizer: str = _field("adam", "adam (L2 through the gradient, as Keras), adamw (decoupled "
+                            "decay) or sgd (Nesterov momentum).", OPTIMIZERS)
+    lr: float = _field(1e-3, "Peak learning rate.")
+    schedule: str = _field("constant", "Learning-rate schedule.", SCHEDULES)
+    warmup_epochs: float = _field(0.0, "Linear learning-rate warm-up in epochs (constant and cosine).")
+    weight_decay: float = _field(0.0, "Weight decay (decoupled for adamw, L2 otherwise).")
+    momentum: float = _field(0.9, "Momentum of sgd.")
+    # Regularisation.
+    dropout_scale: float = _field(1.0, "Multiplies every dropout rate of the model (0: no dropout).")
+    label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy targets.")
+    augment: tuple[str, ...] = _field(("flip", "erase"), "Training augmentations, in this order "
+                                      "(none: no augmentation).", augment.TRANSFORMS)
+    erase_p: float = _field(0.5, "Probability of random erasing per image.")
+    # Validation split and members.
+    val_fraction: float = _field(0.15, "Share of the training images held out for validation "
+                                 "(model selection: each member keeps its best-validation epoch).")
+    split: str = _field("ordered", "Which images validate: random, stratified (the same share of "
+                        "every class) or ordered (the last share, as seed 002).", SPLITS)
+    seed: int = _field(0, "Random seed of the first member (init, shuffling, augmentation, dropout "
+                       "and a random split); member i has seed + i.")
+    seeds: int = _field(1, "Members: this many networks with consecutive random seeds, trained "
+                        "together as one program; the summary gives each, mean ± std and their "
+                        "ensemble.")
+    split_per_seed: bool = _field(False, "Each member draws its own validation split from its "
+                                  "seed (seed 003's protocol); otherwise all share the split of seed.")
+    # How it executes (the same results to float rounding).
+    eval_batch: int = _field(1000, "Evaluation batch size.")
+    conv_impl: str = _field("auto", "Convolution implementation: auto (hybrid on CPU, xla "
+                            "elsewhere), xla, matmul or hybrid. The parameters are the same for all.",
+                            layers.CONV_IMPLS)
+    member_execution: str = _field("auto", "How several members run in one program: vmap "
+                                   "(batched; GPU/TPU and sharded members), map (one after "
+                                   "another) or auto (map on one CPU, vmap otherwise).",
+                                   MEMBER_EXECUTIONS)
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first field with an impossible value."""
+        for f in dataclasses.fields(self):
+            choices = f.metadata["choices"]
+            value = getattr(self, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            unknown = [v for v in values if choices is not None and v not in choices]
+            if unknown:
+                raise ConfigError(f.name, f"does not know {unknown[0]!r}; choose from {', '.join(choices)}.")
+        for name in ("epochs", "batch", "eval_batch", "seeds"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}.")
+        if self.train_limit < 0:
+            raise ConfigError("train_limit", f"must be 0 (all) or positive, got {self.train_limit}.")
+        if not self.warmup_epochs >= 0:
+            raise ConfigError("warmup_epochs", f"must be at least 0, got {self.warmup_epochs}.")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}.")
+        if self.split_per_seed and self.split == "ordered":
+            raise ConfigError("split", "'ordered' gives every member the same images, so it cannot be "
+                                       "split per seed; use random or stratified.")
+        check_hparams(**{name: getattr(self, name) for name in HPARAM_NAMES})
+
+
+def check_hparams(lr, weight_decay, dropout_scale, erase_p, label_smoothing) -> None:
+    """Raises ConfigError for an impossible hyper-parameter value (one member's or the config's)."""
+    if not lr > 0:
+        raise ConfigError("lr", f"must be positive, got {lr}.")
+    if not weight_decay >= 0:
+        raise ConfigError("weight_decay", f"must be at least 0, got {weight_decay}.")
+    if not dropout_scale >= 0:
+        raise ConfigError("dropout_scale", f"must be at least 0, got {dropout_scale}.")
+    if not 0.0 <= erase_p <= 1.0:
+        raise ConfigError("erase_p", f"must be in [0, 1], got {erase_p}.")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError("label_smoothing", f"must be in [0, 1), got {label_smoothing}.")
+
+
+def fields() -> tuple[dataclasses.Field, ...]:
+    """TrainConfig's fields, in order (name, type, default, metadata help/choices)."""
+    return dataclasses.fields(TrainConfig)
+
+
+def as_record(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as JSON-ready values (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+
+# Field names of records written before the batch fields took their flags' names.
+_RENAMED = {"batch_size": "batch", "eval_batch_size": "eval_batch"}
+
+
+def from_record(record: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a config.json record (extra keys ignored, missing fields defaulted)."""
+    known = {f.name: f for f in fields()}
+    values = {}
+    for key, value in record.items():
+        key = _RENAMED.get(key, key)
+        if key in known:
+            values[key] = tuple(value) if isinstance(known[key].default, tuple) else value
+    return TrainConfig(**values)

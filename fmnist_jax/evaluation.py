@@ -1,0 +1,97 @@
+"""A trained run's checkpoint scored on the test set, with the full report.
+
+Accuracy and loss, per-class precision/recall/F1, the confusion matrix and misclassified
+images, of the ensemble of the run's members (soft vote) or of one member, written under
+results/<run>/eval_<which>[_member<i>][_tta]/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from fmnist_jax import checkpoint, data, ensemble, report, train
+from fmnist_jax.config import TrainConfig
+from fmnist_jax.errors import ConfigError, RunError
+from fmnist_jax.models import layers
+from fmnist_jax.run import load_trainer
+from fmnist_jax.run_files import RunPaths, write_json
+
+log = logging.getLogger(__name__)
+
+WHICH = ("best", "latest")
+
+
+def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member: int | None = None, *,
+                 data_dir=None, conv_impl: str | None = None, eval_batch: int | None = None) -> dict:
+    """Evaluates one checkpoint of a run on the test set, writes the report files, returns metrics.json.
+
+    which: each member's best-validation variables ("best") or the latest epoch's ("latest").
+    tta: average each member's softmax with that of the mirrored image. member: report on this
+    member alone instead of the ensemble. conv_impl / eval_batch: how to execute (None: as trained).
+    """
+    if which not in WHICH:
+        raise ConfigError("which", f"does not know {which!r}; choose from {', '.join(WHICH)}.")
+    # The execution overrides are checked as any config's, before the run is read.
+    dataclasses.replace(TrainConfig(), conv_impl=conv_impl or "auto", eval_batch=eval_batch or 1).validate()
+    if eval_batch is not None and eval_batch < 1:
+        raise ConfigError("eval_batch", f"must be at least 1, got {eval_batch}.")
+    t, ds = load_trainer(paths, data_dir=data_dir, conv_impl=conv_impl, eval_batch=eval_batch)
+    n_members = t.n_members
+    if member is not None and not 0 <= member < n_members:
+        raise ConfigError("member", f"must be in 0..{n_members - 1} for run {paths.name!r}, got {member}.")
+    if not paths.checkpoints.exists():
+        raise RunError(f"run {paths.name!r} has no checkpoints in {paths.checkpoints}.")
+    ckpts = checkpoint.RunCheckpoints(paths.checkpoints)
+    try:
+        epoch = ckpts.latest_epoch()
+        if epoch is None:
+            raise RunError(f"run {paths.name!r} has no checkpoint in {paths.checkpoints}.")
+        state = ckpts.restore(epoch, t.abstract_state())
+    finally:
+        ckpts.close()
+    variables = state.best if which == "best" else train.variables_of(state.train)
+    x_test = t.replicate(ds.x_test)
+    logits = t.predict(variables, x_test)
+    probs = ensemble.member_probabilities(logits, t.predict(variables, x_test, flip=True) if tta else None)
+    y_test = ds.y_test.astype(np.int64)
+    scores = ensemble.score(probs, y_test)
+    chosen = probs.mean(0) if member is None else probs[member]
+    y_pred = chosen.argmax(-1)
+    names = data.CLASS_NAMES[t.cfg.dataset]
+    rep = report.classification_report(y_test, y_pred, names)
+    cm = report.confusion_matrix(y_test, y_pred)
+    suffix = ("" if member is None else f"_member{member}") + ("_tta" if tta else "")
+    out = paths.results / f"eval_{which}{suffix}"
+    out.mkdir(parents=True, exist_ok=True)
+    epochs = np.asarray(state.best_epoch).tolist() if which == "best" else [epoch] * n_members
+    subject = "ensemble" if member is None else f"member {member}"
+    metrics = {"run": paths.name, "which": which, "member": member, "epochs": epochs, "tta": tta,
+               "subject": subject if n_members > 1 else "model",
+               "test_accuracy": rep["accuracy"], "test_loss": float(ensemble.nll(chosen, y_test)),
+               "n_test": int(len(y_test)), "members": scores, "confusion_matrix": cm.tolist(),
+               "conv_impl": layers.resolve_conv_impl(t.cfg.conv_impl), "eval_batch": t.cfg.eval_batch,
+               "folder": str(out)}
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "classification_report.json", rep)
+    report.plot_confusion(cm, names, out / "confusion_matrix.png", f"{paths.name} ({which}, {subject})")
+    report.plot_misclassified(ds.x_test, y_test, y_pred, names, out / "misclassified.png")
+    return metrics | {"report": rep}
+
+
+def describe(metrics: dict) -> str:
+    """What `evaluate_run` found, as the lines a person reads."""
+    n = len(metrics["epochs"])
+    plural = "s" if n > 1 else ""
+    lines = [f"{metrics['run']} {metrics['which']} checkpoint{plural} (epoch{plural} "
+             f"{', '.join(map(str, metrics['epochs']))}){' with flip TTA' if metrics['tta'] else ''}, "
+             f"{metrics['subject']}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}"]
+    if n > 1:
+        s = metrics["members"]
+        lines.append(f"members: {', '.join(f'{a:.4f}' for a in s['member_accuracy'])} -> "
+                     f"{s['mean_accuracy']:.4f} ± {s['std_accuracy']:.4f}; ensemble {s['ensemble_accuracy']:.4f}")
+    lines.append(report.format_report(metrics["report"]))
+    lines.append(f"files in {metrics['folder']}")
+    return "\n".join(lines)

@@ -1,0 +1,28 @@
+"""Named training configurations: one module per earlier project and per recipe.
+
+Each module's docstring says what it reproduces, the number to compare with, and the command;
+its `CONFIG` is a `TrainConfig`. `experiments.cnn --preset=NAME` starts from it, and flags given
+explicitly override its fields.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from fmnist_jax.config import TrainConfig
+from fmnist_jax.errors import ConfigError
+
+NAMES = ("seed002", "seed003", "seed004_cnn", "seed004_resnet", "demo")
+
+
+def get(name: str) -> TrainConfig:
+    """The preset's TrainConfig; ConfigError("preset", ...) for an unknown name."""
+    if name not in NAMES:
+        raise ConfigError("preset", f"does not know {name!r}; choose from {', '.join(NAMES)}.")
+    return importlib.import_module(f"{__name__}.{name}").CONFIG
+
+
+def describe(name: str) -> str:
+    """The first line of the preset's docstring."""
+    get(name)
+    return importlib.import_module(f"{__name__}.{name}").__doc__.strip().splitlines()[0]

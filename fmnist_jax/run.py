@@ -1,0 +1,137 @@
+"""One training run, start to finish, as a flag-free library call.
+
+    summary = run.train_and_evaluate(cfg, RunPaths("my_run"))
+
+trains `cfg.seeds` members (or the `members` given), checkpointing every epoch and resuming from
+the latest checkpoint when the run already exists with the same configuration, then scores
+every member's best and final variables on the test set (`fmnist_jax.summary`). Everything it
+needs is an argument; it reads no flags and prints nothing (it logs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from typing import Callable, Sequence
+
+import jax
+
+from fmnist_jax import checkpoint, config, data, sharding, summary, train, trainer
+from fmnist_jax.models import layers
+from fmnist_jax.run_files import (RunPaths, check_resumable, config_record, read_history,
+                                  read_record, write_json)
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, int], None]   # (epoch, steps done, steps in the epoch)
+
+
+@dataclasses.dataclass
+class TrainedRun:
+    """A run after training: its trainer, final state, history and folders."""
+    paths: RunPaths
+    trainer: trainer.Trainer
+    state: trainer.RunState
+    history: list[dict]
+    dataset: data.Dataset
+    n_params: int
+
+    @property
+    def name(self) -> str:
+        return self.paths.name
+
+
+def default_members(cfg: train.TrainConfig) -> list[trainer.Member]:
+    """cfg.seeds members with seeds cfg.seed, cfg.seed + 1, ..."""
+    return trainer.seed_members(cfg.seed, cfg.seeds)
+
+
+def build_trainer(cfg: train.TrainConfig, members: Sequence[trainer.Member], ds: data.Dataset
+                  ) -> trainer.Trainer:
+    """The run's Trainer: the (limited) training pool, each member's split, the member axis on the devices."""
+    x, y = ds.x_train, ds.y_train
+    if cfg.train_limit:
+        x, y = x[:cfg.train_limit], y[:cfg.train_limit]
+    train_idx, val_idx = trainer.member_splits(y, cfg, [m.seed for m in members])
+    return trainer.Trainer(cfg, x, y, train_idx, val_idx, members)
+
+
+def load_trainer(paths: RunPaths, *, data_dir=None, **execution) -> tuple[trainer.Trainer, data.Dataset]:
+    """The Trainer of an existing run, from its config.json, and its dataset.
+
+    `execution` may override the fields that do not change results (config.EXECUTION_FIELDS,
+    e.g. conv_impl="matmul"); None leaves the saved value.
+    """
+    record = read_record(paths)
+    overrides = {k: v for k, v in execution.items() if v is not None}
+    unknown = set(overrides) - set(config.EXECUTION_FIELDS)
+    if unknown:
+        raise ValueError(f"only execution fields can be overridden, not {sorted(unknown)}.")
+    cfg = dataclasses.replace(config.from_record(record), **overrides)
+    cfg.validate()
+    members = [trainer.Member.from_dict(m) for m in record.get("members", [{"seed": cfg.seed}])]
+    ds = data.load(cfg.dataset, data_dir)
+    return build_trainer(cfg, members, ds), ds
+
+
+def train_run(cfg: train.TrainConfig, paths: RunPaths, members: Sequence[trainer.Member] | None = None, *,
+              data_dir=None, overwrite: bool = False, progress: Progress | None = None) -> TrainedRun:
+    """Trains (or resumes) the members of a run, checkpointing every epoch; writes config.json
+    and metrics.jsonl (one line per epoch: means over members, and each member's values).
+
+    An existing run resumes from its latest checkpoint if its config.json agrees with `cfg`
+    (except config.RESUMABLE_FIELDS); otherwise RunError, unless `overwrite` starts it again.
+    """
+    cfg.validate()
+    members = list(members) if members is not None else default_members(cfg)
+    ds = data.load(cfg.dataset, data_dir)
+    t = build_trainer(cfg, members, ds)     # checks what only the data can tell, before anything is written
+    record = config_record(cfg, members)
+    if not overwrite and (paths.results / "config.json").exists() and paths.checkpoints.exists():
+        check_resumable(read_record(paths), record, paths.name)
+    out = paths.make_results()
+    if overwrite:
+        shutil.rmtree(paths.checkpoints, ignore_errors=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+    write_json(out / "config.json", record)
+    ckpts = checkpoint.RunCheckpoints(paths.checkpoints)
+    start_epoch = ckpts.latest_epoch() or 0
+    if start_epoch:
+        state = ckpts.restore(start_epoch, t.abstract_state())
+        log.info("resuming %s from epoch %d of %d", paths.name, start_epoch, cfg.epochs)
+    else:
+        state = t.init()
+    history = read_history(out / "metrics.jsonl", start_epoch)
+    n_params = sum(x[0].size for x in jax.tree.leaves(train.variables_of(state.train)))
+    log.info("%s: %s x %d member%s, %s parameters each, %d train / %d validation images%s, batch %d, "
+             "%s, convolutions: %s, members: %s", paths.name, cfg.model, t.n_members,
+             "s" if t.n_members > 1 else "", f"{n_params:,}", t.n_train, t.n_val,
+             " (own split per member)" if cfg.split_per_seed else "", cfg.batch,
+             sharding.describe(t.mesh), layers.resolve_conv_impl(cfg.conv_impl), t.execution_label)
+    with open(out / "metrics.jsonl", "w") as f:  # rewritten: a resumed run drops epochs it repeats
+        f.writelines(json.dumps(h) + "\n" for h in history)
+    try:
+        for result, state in t.epochs(state, start_epoch, progress):
+            ckpts.save(result.epoch, state)
+            row = result.as_dict()
+            history.append(row)
+            with open(out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+            log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f%s  lr %.2g  %.1fs  "
+                     "%.0f img/s", result.epoch, cfg.epochs, row["train_loss"], row["train_accuracy"],
+                     row["val_loss"], row["val_accuracy"],
+                     f" (min {min(result.val_accuracy):.4f}, max {max(result.val_accuracy):.4f})"
+                     if t.n_members > 1 else "", row["lr"], result.seconds, result.images_per_second)
+    finally:
+        ckpts.close()
+    return TrainedRun(paths, t, state, history, ds, n_params)
+
+
+def train_and_evaluate(cfg: train.TrainConfig, paths: RunPaths,
+                       members: Sequence[trainer.Member] | None = None, *, data_dir=None,
+                       overwrite: bool = False, progress: Progress | None = None) -> dict:
+    """Trains (or resumes) a run, then scores it on the test set; returns (and writes) its summary."""
+    return summary.summarize(train_run(cfg, paths, members, data_dir=data_dir, overwrite=overwrite,
+                                       progress=progress))

@@ -1,0 +1,125 @@
+"""A run on disk: its folders, its config record, its metrics history, atomic JSON.
+
+A run named NAME lives in two folders: results/NAME/ (config.json, metrics.jsonl, summary.json,
+plots, evaluation reports) and checkpoints/NAME/ (the Orbax checkpoints of its `RunState`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from fmnist_jax import config
+from fmnist_jax.errors import ConfigError, RunError
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def check_run_name(name: str, field: str = "run_name") -> str:
+    """`name` if it is a plain folder name (letters, digits, - _ .; not . or ..), else ConfigError
+    naming `field`."""
+    if not name or not _PLAIN_NAME.fullmatch(name) or name in (".", ".."):
+        raise ConfigError(field, f"must be a plain folder name (letters, digits, '-', '_', '.'), "
+                                 f"got {name!r}.")
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Where run `name` keeps its results and its checkpoints."""
+    name: str
+    results_dir: str | os.PathLike = "results"
+    checkpoint_dir: str | os.PathLike = "checkpoints"
+
+    def __post_init__(self):
+        for part in self.name.split("/"):
+            check_run_name(part)
+
+    @property
+    def results(self) -> Path:
+        return Path(self.results_dir) / self.name
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.checkpoint_dir) / self.name
+
+    def child(self, part: str) -> "RunPaths":
+        """A run nested in this one (a sweep's shape group): results/NAME/PART/, checkpoints/NAME/PART/."""
+        return dataclasses.replace(self, name=f"{self.name}/{check_run_name(part)}")
+
+    def make_results(self) -> Path:
+        """Creates results/NAME/ and returns it."""
+        try:
+            self.results.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunError(f"cannot create the results folder {self.results} ({e.strerror}).") from e
+        return self.results
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Writes JSON atomically: a crash never leaves a half-written file behind."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    try:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"cannot write {path} ({e.strerror}).") from e
+
+
+def environment() -> dict:
+    """Devices and package versions, recorded with every result."""
+    import jax
+    import numpy as np
+    info = {
+        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "jax": jax.__version__,
+        "numpy": np.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "cpu_count": os.cpu_count(),
+    }
+    for name in ("flax", "optax", "orbax.checkpoint"):
+        try:
+            module = __import__(name, fromlist=["__version__"])
+            info[name] = getattr(module, "__version__", "?")
+        except ImportError:
+            pass
+    return info
+
+
+def config_record(cfg: config.TrainConfig, members: Sequence) -> dict:
+    """What config.json holds: the config and the members, enough to rebuild the run's trainer."""
+    return config.as_record(cfg) | {"members": [m.as_dict() for m in members]}
+
+
+def read_record(paths: RunPaths) -> dict:
+    """The run's config.json, or RunError when there is no such run."""
+    path = paths.results / "config.json"
+    if not path.exists():
+        raise RunError(f"no run {paths.name!r}: {path} does not exist (train it with experiments.cnn).")
+    return json.loads(path.read_text())
+
+
+def check_resumable(saved: dict, record: dict, run: str) -> None:
+    """RunError unless `record` differs from the saved one only in fields a resumed run may change."""
+    changed = sorted(k for k in record if saved.get(k) != record[k] and k not in config.RESUMABLE_FIELDS)
+    if changed:
+        raise RunError(f"run {run!r} already exists with a different {', '.join(changed)}; pass another "
+                       "run_name, or overwrite to start it again.")
+
+
+def read_history(path: Path, up_to_epoch: int) -> list[dict]:
+    """The metrics.jsonl rows of epochs 1..up_to_epoch (rows of later epochs are dropped)."""
+    if not path.exists():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in rows if r["epoch"] <= up_to_epoch]

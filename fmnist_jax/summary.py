@@ -1,0 +1,80 @@
+"""A trained run scored on the test set: summary.json, history.png and a one-line headline.
+
+Every member's best-validation variables and final variables are evaluated once, plain and with
+flip test-time augmentation; the summary holds each member's accuracy, their mean ± std and the
+ensemble's (mean softmax).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from fmnist_jax import ensemble, host_memory, report, sharding, train, trainer
+from fmnist_jax.models import layers
+from fmnist_jax.run_files import environment, write_json
+
+log = logging.getLogger(__name__)
+
+
+def test_scores(t: trainer.Trainer, variables, x_test, y_test) -> dict:
+    """Ensemble scores (ensemble.score) of `variables` [M] on the test set, plain and with flip TTA."""
+    logits = t.predict(variables, x_test)
+    flipped = t.predict(variables, x_test, flip=True)
+    return {"plain": ensemble.score(ensemble.member_probabilities(logits), y_test),
+            "tta": ensemble.score(ensemble.member_probabilities(logits, flipped), y_test)}
+
+
+def summarize(run) -> dict:
+    """Scores a `run.TrainedRun` on the test set; writes summary.json and history.png; returns the summary."""
+    t, state = run.trainer, run.state
+    x_test = t.replicate(run.dataset.x_test)
+    best = test_scores(t, state.best, x_test, run.dataset.y_test)
+    final = test_scores(t, train.variables_of(state.train), x_test, run.dataset.y_test)
+    out = run.paths.results
+    result = {
+        "run": run.name,
+        "model": t.cfg.model,
+        "dataset": t.cfg.dataset,
+        "parameters": run.n_params,
+        "members": [m.as_dict() for m in t.members],
+        "epochs": len(run.history),
+        "best_epoch": np.asarray(state.best_epoch).tolist(),
+        "best_val_accuracy": np.asarray(state.best_val_accuracy).tolist(),
+        "test_accuracy_best": best["plain"]["mean_accuracy"],
+        "test_accuracy_best_std": best["plain"]["std_accuracy"],
+        "ensemble_test_accuracy_best": best["plain"]["ensemble_accuracy"],
+        "test_accuracy_best_tta": best["tta"]["mean_accuracy"],
+        "ensemble_test_accuracy_best_tta": best["tta"]["ensemble_accuracy"],
+        "test_accuracy_final": final["plain"]["mean_accuracy"],
+        "test": {"best": best["plain"], "best_tta": best["tta"], "final": final["plain"], "final_tta": final["tta"]},
+        "train_seconds": sum(h["seconds"] for h in run.history),
+        "median_images_per_second": float(np.median([h["images_per_second"] for h in run.history]))
+        if run.history else None,
+        "conv_impl": layers.resolve_conv_impl(t.cfg.conv_impl),
+        "devices": sharding.describe(t.mesh),
+        "member_execution": t.execution_label,
+        "malloc_keeps_freed_memory": host_memory.is_kept(),
+        "environment": environment(),
+    }
+    write_json(out / "summary.json", result)
+    if run.history:
+        report.plot_history(run.history, out / "history.png", title=f"{run.name} ({t.cfg.model})")
+    log.info("%s", headline(result))
+    return result
+
+
+def headline(summary: dict) -> str:
+    """One line: best epochs and test accuracy (members, ensemble, TTA)."""
+    test = summary["test"]
+    if len(summary["members"]) == 1:
+        return (f"{summary['run']}: best epoch {summary['best_epoch'][0]} (val "
+                f"{summary['best_val_accuracy'][0]:.4f}) -> test accuracy {test['best']['mean_accuracy']:.4f}, "
+                f"loss {test['best']['member_loss'][0]:.4f}; with flip TTA {test['best_tta']['mean_accuracy']:.4f}; "
+                f"final state {test['final']['mean_accuracy']:.4f}.")
+    return (f"{summary['run']}: {len(summary['members'])} members, best epochs {summary['best_epoch']} -> "
+            f"test accuracy {test['best']['mean_accuracy']:.4f} ± {test['best']['std_accuracy']:.4f}, "
+            f"ensemble {test['best']['ensemble_accuracy']:.4f}; with flip TTA "
+            f"{test['best_tta']['mean_accuracy']:.4f} ± {test['best_tta']['std_accuracy']:.4f}, "
+            f"ensemble {test['best_tta']['ensemble_accuracy']:.4f}.")
