@@ -11,13 +11,14 @@ inside the program: vmap (batched) and lax.map (one member after another; "auto"
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import median_seconds
 from fmnist_jax import host_memory, train, trainer
-from fmnist_jax.models import layers
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("members", 5, "Ensemble members.")
@@ -35,29 +36,29 @@ def measure(net: str, impl: str) -> tuple[float, float, float]:
     x = rng.integers(0, 256, (n + 100, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, n + 100).astype(np.int32)
     train_idx, val_idx = np.arange(n), np.arange(n, n + 100)
-    with layers.conv_impl(impl):
-        cfg = train.TrainConfig(model=net, batch_size=FLAGS.batch, augment=("flip", "erase"))
-        members = trainer.seed_members(0, FLAGS.members)
-        alone = [trainer.Trainer(cfg, x, y, train_idx, val_idx, [m]) for m in members]
-        states = [t.init() for t in alone]
+    cfg = train.TrainConfig(model=net, batch=FLAGS.batch, augment=("flip", "erase"), conv_impl=impl)
+    members = trainer.seed_members(0, FLAGS.members)
+    alone = [trainer.Trainer(cfg, x, y, train_idx, val_idx, [m]) for m in members]
+    states = [t.init() for t in alone]
 
-        def sequential():
-            for i, t in enumerate(alone):
-                states[i], _ = t.train_epoch(states[i], 0)
-            jax.block_until_ready(states)
+    def sequential():
+        for i, t in enumerate(alone):
+            states[i], _ = t.train_epoch(states[i], 0)
+        jax.block_until_ready(states)
 
-        def one_program(execution):
-            together = trainer.Trainer(cfg, x, y, train_idx, val_idx, members, member_execution=execution)
-            stacked = [together.init()]
+    def one_program(execution):
+        together = trainer.Trainer(dataclasses.replace(cfg, member_execution=execution), x, y,
+                                   train_idx, val_idx, members)
+        stacked = [together.init()]
 
-            def run():
-                stacked[0], _ = together.train_epoch(stacked[0], 0)
-                jax.block_until_ready(stacked[0])
-            return run
+        def run():
+            stacked[0], _ = together.train_epoch(stacked[0], 0)
+            jax.block_until_ready(stacked[0])
+        return run
 
-        images = n * FLAGS.members
-        return tuple(images / median_seconds(run, FLAGS.repeats)
-                     for run in (sequential, one_program("vmap"), one_program("map")))
+    images = n * FLAGS.members
+    return tuple(images / median_seconds(run, FLAGS.repeats)
+                 for run in (sequential, one_program("vmap"), one_program("map")))
 
 
 def main(argv):

@@ -54,28 +54,27 @@ def main(argv):
     del argv
     if FLAGS.keep_freed_memory:
         host_memory.keep_freed_memory()
-    with layers.conv_impl(FLAGS.conv_impl):
-        cfg = train.TrainConfig(model=FLAGS.net, batch_size=FLAGS.batch)
-        model = train.build_model(cfg)
-        hparams = train.HParams.create(cfg)
-        state = train.init_state(model, train.make_optimizer(cfg, 100, hparams), jax.random.key(0), hparams)
-        step = jax.jit(train.make_train_step(model, cfg, 100))
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (FLAGS.batch, 28, 28), dtype=np.uint8)
-        y = rng.integers(0, 10, FLAGS.batch).astype(np.int32)
-        key = jax.random.key(1)
-        # One compilation: the HLO names the trace reports are those of this executable.
-        compiled = step.lower(state, x, y, key).compile()
-        sources = op_sources(compiled.as_text())
-        wall = median_seconds(lambda: jax.block_until_ready(compiled(state, x, y, key)), FLAGS.steps)
-        with tempfile.TemporaryDirectory() as trace_dir:
-            jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
-            for _ in range(FLAGS.steps):
-                jax.block_until_ready(compiled(state, x, y, key))
-            jax.profiler.stop_trace()
-            trace_file = sorted(glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True))[-1]
-            with gzip.open(trace_file) as f:
-                trace = json.load(f)
+    cfg = train.TrainConfig(model=FLAGS.net, batch=FLAGS.batch, conv_impl=FLAGS.conv_impl)
+    model = train.build_model(cfg)
+    hparams = train.HParams.create(cfg)
+    state = train.init_state(model, train.make_optimizer(cfg, 100, hparams), jax.random.key(0), hparams)
+    step = jax.jit(train.make_train_step(model, cfg, 100))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (FLAGS.batch, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, FLAGS.batch).astype(np.int32)
+    key = jax.random.key(1)
+    # One compilation: the HLO names the trace reports are those of this executable.
+    compiled = step.lower(state, x, y, key).compile()
+    sources = op_sources(compiled.as_text())
+    wall = median_seconds(lambda: jax.block_until_ready(compiled(state, x, y, key)), FLAGS.steps)
+    with tempfile.TemporaryDirectory() as trace_dir:
+        jax.profiler.start_trace(trace_dir, create_perfetto_trace=True)
+        for _ in range(FLAGS.steps):
+            jax.block_until_ready(compiled(state, x, y, key))
+        jax.profiler.stop_trace()
+        trace_file = sorted(glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True))[-1]
+        with gzip.open(trace_file) as f:
+            trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     per_op = collections.Counter()
     for event in events:

@@ -45,21 +45,19 @@ def time_jax(net: str, impl: str, steps: int):
     import jax
 
     from fmnist_jax import train, trainer
-    from fmnist_jax.models import layers
 
     x, y = _data(FLAGS.batch * steps)
-    with layers.conv_impl(impl):
-        cfg = train.TrainConfig(model=net, batch_size=FLAGS.batch, augment=(), eval_batch_size=FLAGS.batch)
-        everything = np.arange(len(y))
-        t = trainer.Trainer(cfg, x, y, everything, everything)
-        state = [t.init()]
+    cfg = train.TrainConfig(model=net, batch=FLAGS.batch, augment=(), eval_batch=FLAGS.batch, conv_impl=impl)
+    everything = np.arange(len(y))
+    t = trainer.Trainer(cfg, x, y, everything, everything)
+    state = [t.init()]
 
-        def train_run():
-            state[0], _ = t.train_epoch(state[0], 0)
-            jax.block_until_ready(state[0])
+    def train_run():
+        state[0], _ = t.train_epoch(state[0], 0)
+        jax.block_until_ready(state[0])
 
-        train_rate = _median_rate(train_run, len(y))
-        eval_rate = _median_rate(lambda: t.validate(state[0].best), len(y))
+    train_rate = _median_rate(train_run, len(y))
+    eval_rate = _median_rate(lambda: t.validate(state[0].best), len(y))
     return train_rate, eval_rate
 
 

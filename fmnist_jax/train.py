@@ -14,7 +14,6 @@ compiled program, so members with different learning rates or dropout share one 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from typing import Any, NamedTuple

@@ -1,0 +1,56 @@
+"""The flag-free library entry point: a run trains, resumes and is scored with no flags parsed;
+presets are valid configs that document themselves; the library holds no flags or hidden state."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from fmnist_jax import config, presets, run
+from fmnist_jax.errors import RunError
+from fmnist_jax.run_files import RunPaths
+
+TINY = config.TrainConfig(model="mlp", epochs=2, batch=30, val_fraction=0.25, split="stratified",
+                          augment=("flip",), seed=5)
+
+
+def test_a_run_trains_resumes_and_equals_an_uninterrupted_one(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    where = dict(results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "checkpoints")
+    straight = run.train_and_evaluate(TINY, RunPaths("straight", **where), data_dir=directory)
+    interrupted = RunPaths("interrupted", **where)
+    run.train_and_evaluate(dataclasses.replace(TINY, epochs=1), interrupted, data_dir=directory)
+    resumed = run.train_and_evaluate(TINY, interrupted, data_dir=directory)
+    history = [json.loads(line) for line in (interrupted.results / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2] and resumed["epochs"] == 2
+    for key in ("best", "final"):
+        assert resumed["test"][key]["member_loss"] == straight["test"][key]["member_loss"]
+    assert resumed["best_val_accuracy"] == straight["best_val_accuracy"]
+    # The same name with another configuration is refused, and nothing is overwritten.
+    with pytest.raises(RunError, match="different lr"):
+        run.train_and_evaluate(dataclasses.replace(TINY, lr=0.5), interrupted, data_dir=directory)
+    assert json.loads((interrupted.results / "config.json").read_text())["lr"] == TINY.lr
+
+
+@pytest.mark.parametrize("name", presets.NAMES)
+def test_presets_are_valid_and_state_their_command_and_number(name):
+    cfg = presets.get(name)
+    cfg.validate()
+    doc = presets.describe(name)
+    text = __import__(f"fmnist_jax.presets.{name}", fromlist=["CONFIG"]).__doc__
+    assert f"python -m experiments.cnn --preset={name}" in text
+    assert name == "demo" or "%" in doc          # the earlier project's number
+
+
+def test_old_records_load_with_their_field_names():
+    record = config.as_record(TINY) | {"members": []}
+    record["batch_size"] = record.pop("batch")
+    assert config.from_record(record) == TINY
+
+
+def test_the_library_reads_no_flags_and_keeps_no_hidden_state():
+    for path in Path(config.__file__).parent.rglob("*.py"):
+        text = path.read_text()
+        assert "absl import flags" not in text and "FLAGS" not in text, path
+        assert "contextvars" not in text, path
