@@ -2,9 +2,8 @@
 
 glibc serves every allocation above 32 MiB with a fresh mmap and unmaps it on free. An XLA CPU
 program allocates its buffers anew on every call, so each call page-faults (and the kernel
-zeroes) hundreds of MiB again (seed 002 net, batch 250, hybrid convolutions: 574 images/s with
-this setting, 532 without; benchmarks/train_throughput.py with and without
---nokeep_freed_memory). With mmap off and no trimming, freed blocks go back to malloc's heap and
+zeroes) hundreds of MiB again (`benchmarks.train_throughput` with and without
+--nokeep_freed_memory; figures in benchmarks/README.md). With mmap off and no trimming, freed blocks go back to malloc's heap and
 the next call reuses them, already mapped.
 
 The cost: the process keeps its peak heap for its lifetime, which a training run does anyway.
