@@ -195,9 +195,12 @@ def _call_main(script, fv: flags.FlagValues, argv: Sequence[str]):
 def run_script(script) -> None:
     """The command-line entry point of a script: ``cli.run_script(sys.modules[__name__])``."""
     script.define_flags(flags.FLAGS)
-    parse = lambda argv: reporting_errors(lambda: flags.FLAGS(argv))   # noqa: E731
-    setup_logging()
-    app.run(lambda argv: _call_main(script, flags.FLAGS, argv), flags_parser=parse)
+
+    def main(argv) -> None:
+        setup_logging()              # after app.run has applied absl's own logging flags
+        _call_main(script, flags.FLAGS, argv)   # its result is for in-process callers; exit 0
+
+    app.run(main, flags_parser=lambda argv: reporting_errors(lambda: flags.FLAGS(argv)))
 
 
 def invoke(script, argv: Sequence[str] = ()) -> Any:

@@ -38,8 +38,8 @@ def config_from_flags(fv) -> TrainConfig:
 
 
 def main(fv, args) -> dict:
-    cli.setup_process(fv)
     cfg = config_from_flags(fv)
+    cli.setup_process(fv)
     paths = cli.run_paths(fv, f"{cfg.model}_s{cfg.seed}" + (f"x{cfg.seeds}" if cfg.seeds > 1 else ""))
     result = run.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
                                     progress=cli.ProgressBar(cfg.epochs))

@@ -31,11 +31,11 @@ def define_flags(fv) -> None:
 
 
 def main(fv, args) -> dict:
-    cli.setup_process(fv)
     values = cli.config_values(fv, TrainConfig, base=cli.preset(fv), lists=LISTS)
     lists = {name: values.pop(name) for name in LISTS}
     sweep.check_lists(lists)
     base = dataclasses.replace(TrainConfig(**values), **{name: lists[name][0] for name in LISTS})
+    cli.setup_process(fv)
     paths = cli.run_paths(fv, "sweep")
     result = sweep.sweep(base, paths, models=lists["model"], batches=lists["batch"],
                          hparams={name: lists[name] for name in HPARAM_NAMES},

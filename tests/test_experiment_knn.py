@@ -35,3 +35,11 @@ def test_cli_reports_bad_input_without_traceback(tmp_path):
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr
         assert fragment in result.stderr
+
+
+def test_cli_success_exits_zero_and_prints_only_the_report(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    result = subprocess.run([sys.executable, "-m", "experiments.knn", "--k=1", f"--data_dir={directory}",
+                             f"--results_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout and "{" not in result.stderr   # main's result is not echoed
