@@ -43,7 +43,7 @@ def measure(net: str, impl: str) -> tuple[float, float, float]:
 
     def sequential():
         for i, t in enumerate(alone):
-            states[i], _ = t.train_epoch(states[i], 0)
+            states[i], _, _ = t.train_epoch(states[i], 0)
         jax.block_until_ready(states)
 
     def one_program(execution):
@@ -52,7 +52,7 @@ def measure(net: str, impl: str) -> tuple[float, float, float]:
         stacked = [together.init()]
 
         def run():
-            stacked[0], _ = together.train_epoch(stacked[0], 0)
+            stacked[0], _, _ = together.train_epoch(stacked[0], 0)
             jax.block_until_ready(stacked[0])
         return run
 

@@ -53,7 +53,7 @@ def time_jax(net: str, impl: str, steps: int):
     state = [t.init()]
 
     def train_run():
-        state[0], _ = t.train_epoch(state[0], 0)
+        state[0], _, _ = t.train_epoch(state[0], 0)
         jax.block_until_ready(state[0])
 
     train_rate = _median_rate(train_run, len(y))

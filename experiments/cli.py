@@ -169,10 +169,10 @@ def setup_logging() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def fail(message: str):
-    """Prints `message` to stderr as one line and exits with status 2."""
+def fail(message: str, status: int = 2):
+    """Prints `message` to stderr as one line and exits with `status`."""
     print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 def reporting_errors(fn: Callable[[], Any]) -> Any:
@@ -182,7 +182,7 @@ def reporting_errors(fn: Callable[[], Any]) -> Any:
     except ConfigError as e:
         fail(e.as_flag_message())
     except (UserError, flags.Error) as e:
-        fail(str(e))
+        fail(str(e), getattr(e, "exit_code", 2))
 
 
 def _call_main(script, fv: flags.FlagValues, argv: Sequence[str]):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from experiments import cli
-from fmnist_jax import run, summary
+from fmnist_jax import interruption, run, summary
 from fmnist_jax.config import TrainConfig
 
 
@@ -41,8 +41,9 @@ def main(fv, args) -> dict:
     cfg = config_from_flags(fv)
     cli.setup_process(fv)
     paths = cli.run_paths(fv, f"{cfg.model}_s{cfg.seed}" + (f"x{cfg.seeds}" if cfg.seeds > 1 else ""))
-    result = run.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
-                                    progress=cli.ProgressBar(cfg.epochs))
+    with interruption.StopRequests() as stop:
+        result = run.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
+                                        progress=cli.ProgressBar(cfg.epochs), stop=stop)
     print(f"{summary.headline(result)} Results in {paths.results}")
     return result
 

@@ -17,7 +17,7 @@ import dataclasses
 import sys
 
 from experiments import cli
-from fmnist_jax import sweep
+from fmnist_jax import interruption, sweep
 from fmnist_jax.config import HPARAM_NAMES, TrainConfig
 
 LISTS = ("model", "batch") + HPARAM_NAMES
@@ -37,9 +37,10 @@ def main(fv, args) -> dict:
     base = dataclasses.replace(TrainConfig(**values), **{name: lists[name][0] for name in LISTS})
     cli.setup_process(fv)
     paths = cli.run_paths(fv, "sweep")
-    result = sweep.sweep(base, paths, models=lists["model"], batches=lists["batch"],
-                         hparams={name: lists[name] for name in HPARAM_NAMES},
-                         data_dir=fv.data_dir, overwrite=fv.overwrite)
+    with interruption.StopRequests() as stop:
+        result = sweep.sweep(base, paths, models=lists["model"], batches=lists["batch"],
+                             hparams={name: lists[name] for name in HPARAM_NAMES},
+                             data_dir=fv.data_dir, overwrite=fv.overwrite, stop=stop)
     best = result["best"]
     print(sweep.format_table(result["rows"], result["varied"]))
     print(f"best: {best['label']} (val {best['val_mean']:.4f} ± {best['val_std']:.4f}) -> test "

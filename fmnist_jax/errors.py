@@ -27,3 +27,14 @@ class ConfigError(UserError, ValueError):
 
 class RunError(UserError):
     """A run on disk cannot be used as asked (missing, or saved with another configuration)."""
+
+
+class RunInterrupted(UserError):
+    """Training stopped on a signal after saving where it was; rerunning the command resumes.
+
+    exit_code follows the shell's convention for a process ended by a signal (128 + its number).
+    """
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -10,6 +11,21 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from fmnist_jax.errors import RunError  # noqa: E402
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> None:
+    """Saves `fig` as PNG atomically (a temporary name, then a rename), so no reader and no crash
+    ever sees half an image; the old file stays if the disk is full."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, dpi=dpi, format="png")
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"cannot write {path} ({e.strerror}).") from e
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int = 10) -> np.ndarray:
@@ -72,7 +88,7 @@ def plot_history(history: Sequence[dict], path: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -90,7 +106,7 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], path: Path, title
             ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if cm[i, j] > threshold else "black")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
 
 
@@ -107,7 +123,7 @@ def plot_misclassified(images, y_true, y_pred, class_names: Sequence[str], path:
         ax.imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray_r")
         ax.set_title(f"true {class_names[y_true[i]]}\npred {class_names[y_pred[i]]}", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return len(wrong)
 
@@ -126,5 +142,5 @@ def plot_sweep(rows: Sequence[dict], path: Path, title: str = "") -> None:
     ax.set_xlabel("best validation accuracy (mean ± std over seeds)")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
     plt.close(fig)

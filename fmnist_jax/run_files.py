@@ -62,15 +62,20 @@ class RunPaths:
         return self.results
 
 
-def write_json(path: Path, payload: Any) -> None:
-    """Writes JSON atomically: a crash never leaves a half-written file behind."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
+def write_text(path: Path, text: str) -> None:
+    """Writes a text file atomically (a temporary name, then a rename): never half written."""
+    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(text)
         os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise RunError(f"cannot write {path} ({e.strerror}).") from e
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Writes JSON atomically: a crash never leaves a half-written file behind."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
 def environment() -> dict:
@@ -118,8 +123,14 @@ def check_resumable(saved: dict, record: dict, run: str) -> None:
 
 
 def read_history(path: Path, up_to_epoch: int) -> list[dict]:
-    """The metrics.jsonl rows of epochs 1..up_to_epoch (rows of later epochs are dropped)."""
+    """The metrics.jsonl rows of epochs 1..up_to_epoch (rows of later epochs, and a line torn by
+    a process killed while appending it, are dropped)."""
     if not path.exists():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
     return [r for r in rows if r["epoch"] <= up_to_epoch]

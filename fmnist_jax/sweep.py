@@ -17,10 +17,10 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
-from fmnist_jax import config, report, summary, train, trainer
+from fmnist_jax import config, report, run_lock, summary, train, trainer
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.run import TrainedRun, train_run
-from fmnist_jax.run_files import RunPaths, environment, write_json
+from fmnist_jax.run_files import RunPaths, environment, write_json, write_text
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,12 @@ def check_lists(lists: Mapping[str, Sequence]) -> None:
 
 def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = (),
           batches: Sequence[int] = (), hparams: Mapping[str, Sequence[float]] | None = None,
-          data_dir=None, overwrite: bool = False) -> dict:
+          data_dir=None, overwrite: bool = False, stop=None) -> dict:
     """Trains every shape group of the grid, ranks the configurations, tests the best once.
 
     models / batches default to base's; `hparams` maps names of config.HPARAM_NAMES to value
     lists (a name not given keeps base's value). Everything is validated before anything trains.
+    The process holds the sweep's lock throughout; `stop` is as for `run.train_run`.
     Writes sweep.json, sweep.txt and sweep.png under results/NAME/ and returns the result.
     """
     models, batches = list(models) or [base.model], list(batches) or [base.batch]
@@ -92,13 +93,18 @@ def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = 
         cfg.validate()
     for point in grid:
         train.HParams.create(base, **point)
+    with run_lock.hold(paths.checkpoints, paths.name):
+        return _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop)
+
+
+def _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop) -> dict:
     groups = []
     for cfg in plans:
         members = grid_members(grid, cfg.seed, cfg.seeds)
         log.info("sweep %s: %s batch %d, %d configurations x %d seeds = %d members in one program",
                  paths.name, cfg.model, cfg.batch, len(grid), cfg.seeds, len(members))
         run = train_run(cfg, paths.child(f"{cfg.model}_b{cfg.batch}"), members, data_dir=data_dir,
-                        overwrite=overwrite)
+                        overwrite=overwrite, stop=stop)
         groups.append((cfg.model, cfg.batch, grid, run))
     rows = rank(groups, base.seeds, varied)
     best = rows[0]
@@ -114,7 +120,7 @@ def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = 
                        "test": test["plain"], "test_tta": test["tta"]},
               "environment": environment()}
     write_json(out / "sweep.json", result)
-    (out / "sweep.txt").write_text(format_table(rows, varied) + "\n")
+    write_text(out / "sweep.txt", format_table(rows, varied) + "\n")
     report.plot_sweep(rows, out / "sweep.png",
                       title=f"{paths.name}: {base.seeds} seed{'s' * (base.seeds > 1)} per configuration")
     return result

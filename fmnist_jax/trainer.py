@@ -293,50 +293,75 @@ class Trainer:
         by_member = sharding.member_sharding(self.mesh)
         return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=by_member), shapes)
 
-    def train_epoch(self, state: RunState, epoch: int, progress: Callable[[int, int], None] | None = None):
-        """One epoch (0-based `epoch`) of every member; returns (state, train metric sums [M])."""
+    def train_epoch(self, state: RunState, epoch: int, progress: Callable[[int, int], None] | None = None,
+                    *, start_step: int = 0, totals: dict | None = None,
+                    stop: Callable[[], bool] | None = None) -> tuple[RunState, dict, int]:
+        """Trains epoch `epoch` (0-based) of every member from step `start_step`, adding to `totals`
+        (metric sums [M] of the steps before it). Between jitted calls, `stop()` may end the epoch
+        early. Returns (state, metric sums [M] on the host, steps done)."""
         batches = self._batches(self.data_keys, self.train_idx, epoch)
-        train_state, totals = state.train, None
-        for start in range(0, self.steps_per_epoch, self.segment):
+        train_state, done = state.train, start_step
+        for start in range(start_step, self.steps_per_epoch, self.segment):
+            if stop is not None and done > start_step and stop():
+                break
             train_state, sums = self._run_steps(train_state, self.x, self.y,
                                                 batches[:, start:start + self.segment], self.loop_keys)
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+            done = start + self.segment
             if progress is not None:
-                progress(start + self.segment, self.steps_per_epoch)
-        return state.replace(train=train_state), jax.device_get(totals)
+                progress(done, self.steps_per_epoch)
+        return state.replace(train=train_state), jax.device_get(totals), done
 
     def validate(self, variables) -> dict:
         """Each member's loss and accuracy on its own validation split ({name: [M]})."""
         return self.evaluate(variables, self.x, self.y, self.val_idx)
 
     def epochs(self, state: RunState, start_epoch: int = 0,
-               progress: Callable[[int, int, int], None] | None = None) -> Iterator[tuple[EpochResult, RunState]]:
+               progress: Callable[[int, int, int], None] | None = None, *,
+               resume: tuple[int, dict] | None = None,
+               stop: Callable[[], bool] | None = None) -> Iterator[tuple[EpochResult, RunState]]:
         """Trains epochs start_epoch .. cfg.epochs-1, yielding each epoch's result and run state.
 
         progress, if given, is called as progress(epoch (1-based), done_steps, total_steps).
+        resume: (steps done, metric sums) of an interrupted epoch `start_epoch`, whose state
+        `state` is. stop: asked between jitted calls; when it says yes, `Interrupted` is raised
+        with what `save_interrupted` needs to finish the epoch later exactly as if never stopped.
         """
         peak_lr = np.asarray(self.hparams.lr)
         for epoch in range(start_epoch, self.cfg.epochs):
             lr = peak_lr * float(self.lr_shape(epoch * self.steps_per_epoch))
             start = time.perf_counter()
             epoch_progress = None if progress is None else functools.partial(progress, epoch + 1)
-            state, sums = self.train_epoch(state, epoch, epoch_progress)
+            start_step, totals = resume if resume is not None and epoch == start_epoch else (0, None)
+            state, sums, done = self.train_epoch(state, epoch, epoch_progress, start_step=start_step,
+                                                 totals=totals, stop=stop)
             jax.block_until_ready(state)
+            if done < self.steps_per_epoch:
+                raise Interrupted(epoch, done, sums, state)
             seconds = time.perf_counter() - start
             train_loss = sums["loss"] / sums["count"]
             bad = [(m.seed, loss) for m, loss in zip(self.members, train_loss) if not math.isfinite(loss)]
             if bad:
                 raise train.TrainingError(
                     f"the training loss became {bad[0][1]} in epoch {epoch + 1} (member seed "
-                    f"{bad[0][0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower the learning rate (lr) or "
-                    "check the data (the last good checkpoint is kept).")
+                    f"{bad[0][0]}{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); lower the learning "
+                    "rate (lr) or check the data (the last good checkpoint is kept).")
             val = self.validate(train.variables_of(state.train))
             state = self._keep_best(state, jnp.asarray(val["accuracy"], jnp.float32), epoch + 1)
             yield EpochResult(
-                epoch=epoch + 1, seconds=seconds, images_per_second=float(sums["count"].sum()) / seconds,
+                epoch=epoch + 1, seconds=seconds,
+                images_per_second=float(sums["count"].sum()) * (1 - start_step / self.steps_per_epoch) / seconds,
                 lr=lr.tolist(), train_loss=train_loss.tolist(),
                 train_accuracy=(sums["correct"] / sums["count"]).tolist(),
                 val_loss=val["loss"].tolist(), val_accuracy=val["accuracy"].tolist()), state
+
+
+class Interrupted(Exception):
+    """Training stopped between two jitted calls of epoch `epoch` (0-based) on request."""
+
+    def __init__(self, epoch: int, steps_done: int, sums: dict, state: RunState):
+        super().__init__(f"stopped in epoch {epoch + 1} after {steps_done} steps")
+        self.epoch, self.steps_done, self.sums, self.state = epoch, steps_done, sums, state
 
 
 def _keep_best(state: RunState, val_accuracy, epoch) -> RunState:

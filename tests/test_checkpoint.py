@@ -8,15 +8,34 @@ from fmnist_jax import checkpoint, train, trainer
 from tests.conftest import make_dataset
 
 
-def test_only_the_latest_epoch_is_kept_and_survives_a_restart(tmp_path):
+def _truncate_arrays(step_dir):
+    """Damages a saved step the way a bad disk or a careless copy would: its array files cut short."""
+    files = [f for f in step_dir.rglob("*") if f.is_file() and f.stat().st_size > 0 and "metadata" not in f.name]
+    assert files
+    for f in files:
+        f.write_bytes(f.read_bytes()[: f.stat().st_size // 3])
+
+
+def test_the_latest_two_epochs_are_kept_and_a_damaged_latest_falls_back(tmp_path, caplog):
+    like = {"w": np.zeros(3, np.float32)}
     ckpts = checkpoint.RunCheckpoints(tmp_path / "run")
     for epoch in (1, 2, 3):
         ckpts.save(epoch, {"w": np.full(3, epoch, np.float32)})
-    assert ckpts.latest_epoch() == 3 and ckpts.epochs() == [3]
+    assert ckpts.latest_epoch() == 3 and ckpts.epochs() == [2, 3]
     ckpts.close()
     reopened = checkpoint.RunCheckpoints(tmp_path / "run")
-    assert reopened.latest_epoch() == 3
-    np.testing.assert_array_equal(reopened.restore(3, {"w": np.zeros(3, np.float32)})["w"], [3, 3, 3])
+    epoch, state = reopened.restore_latest(like)
+    assert epoch == 3 and state["w"].tolist() == [3, 3, 3]
+    _truncate_arrays(tmp_path / "run" / "3")
+    with caplog.at_level("WARNING"):
+        epoch, state = reopened.restore_latest(like)
+    assert epoch == 2 and state["w"].tolist() == [2, 2, 2]
+    assert "could not restore epoch 3" in caplog.text and "continuing from epoch 2" in caplog.text
+    assert reopened.epochs() == [2]            # the damaged step is gone: epoch 3 can be saved again
+    _truncate_arrays(tmp_path / "run" / "2")
+    with pytest.raises(checkpoint.CheckpointError, match="no checkpoint .* can be restored.*overwrite"):
+        reopened.restore_latest(like)
+    reopened.close()
 
 
 def test_interrupted_save_is_never_picked_up(tmp_path):
