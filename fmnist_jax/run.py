@@ -107,9 +107,11 @@ def train_run(cfg: train.TrainConfig, paths: RunPaths, members: Sequence[trainer
             n_params = sum(x[0].size for x in jax.tree.leaves(train.variables_of(state.train)))
             _log_start(paths, cfg, t, n_params)
             for result, state in t.epochs(state, start_epoch, progress, resume=resume, stop=stop):
+                # The row goes first: killed before the save, the epoch is repeated and its row
+                # dropped on resume; the other order could lose the row of a saved epoch.
+                history.append(_log_epoch(result, cfg, t, out))
                 ckpts.save(result.epoch, state)
                 ckpts.discard_interrupted()
-                history.append(_log_epoch(result, cfg, t, out))
                 if stop is not None and stop() and result.epoch < cfg.epochs:
                     raise _interrupted(paths, stop, f"after epoch {result.epoch}")
         except trainer.Interrupted as e:
