@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import os
+from pathlib import Path
 
-from fmnist_jax import data
+# JAX's persistent compilation cache, shared by every test and the subprocesses they start (set
+# before jax is imported): the many small runs of the suite compile the same programs again and
+# again, and a cached executable is the same code, so results do not change. Kept between
+# `make test` runs in .pytest_cache/.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(Path(__file__).parents[1] / ".pytest_cache" / "jax"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from fmnist_jax import data  # noqa: E402
 
 
 def make_dataset(n_train=120, n_test=40, seed=0) -> data.Dataset:
