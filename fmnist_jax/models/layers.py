@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fmnist_jax.models import winograd
+
 # Keras' defaults, so the seed projects' networks behave (and count parameters) as theirs did.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.99, epsilon=1e-3)
 
@@ -26,7 +28,7 @@ KERNEL_INIT = nn.initializers.glorot_uniform()
 Dense = functools.partial(nn.Dense, kernel_init=KERNEL_INIT)
 
 
-CONV_IMPLS = ("auto", "xla", "matmul", "hybrid")
+CONV_IMPLS = ("auto", "xla", "matmul", "hybrid", "winograd")
 _conv_impl: contextvars.ContextVar[str] = contextvars.ContextVar("conv_impl", default="auto")
 
 
@@ -166,13 +168,27 @@ def conv_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
     return _conv_hybrid_stride1(x, kernel, _padding_pairs(x.shape, kernel.shape, strides, padding))
 
 
-CONV_FUNCTIONS = {"xla": conv_xla, "matmul": conv_matmul, "hybrid": conv_hybrid}
+def conv_winograd_or_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
+    """Winograd F(2x2, 3x3) (`winograd.conv_winograd`) for stride-1 3x3 kernels with at least
+    `_FEW_INPUT_CHANNELS` input channels, `conv_hybrid` for every other convolution.
+
+    With few input channels (a network's first layer) the Winograd products are matmuls over a
+    channel or two and the transforms' memory traffic dominates; benchmarks/conv_layer.py
+    --cin=1 measures the choice.
+    """
+    if tuple(strides) == (1, 1) and kernel.shape[:2] == (3, 3) and kernel.shape[2] >= _FEW_INPUT_CHANNELS:
+        return winograd.conv_winograd(x, kernel, padding)
+    return conv_hybrid(x, kernel, strides, padding)
+
+
+CONV_FUNCTIONS = {"xla": conv_xla, "matmul": conv_matmul, "hybrid": conv_hybrid, "winograd": conv_winograd_or_hybrid}
 
 
 class Conv(nn.Module):
     """2-D convolution over NHWC inputs with flax.linen.Conv's parameter layout.
 
-    impl: "xla" (lax.conv), "matmul" (patches + one matmul), "hybrid" (`conv_hybrid`) or "auto"
+    impl: "xla" (lax.conv), "matmul" (patches + one matmul), "hybrid" (`conv_hybrid`), "winograd"
+    (`conv_winograd_or_hybrid`) or "auto"
     (per backend, see `resolve_conv_impl`). Parameters are the same for all, so checkpoints move
     between them.
     """

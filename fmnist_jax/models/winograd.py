@@ -236,36 +236,43 @@ def _backward(x, v, dy, geom: _Geometry, chunk: int):
     return (dx[0] if len(dx) == 1 else jnp.concatenate(dx)), dv
 
 
-def conv_winograd(x, kernel, padding="SAME", *, chunk: int | None = None):
+def conv_winograd(x, kernel, padding="SAME", *, chunk: int | None = None, primal: str = "winograd"):
     """Stride-1 3x3 convolution of NHWC `x` with HWIO `kernel` by Winograd F(2x2, 3x3).
 
     Equals lax.conv_general_dilated(x, kernel, (1, 1), padding, ("NHWC", "HWIO", "NHWC")) to
     float32 rounding (tests/test_winograd.py states the error bound), for any batch, spatial
     size and channel counts. padding: "SAME", "VALID" or explicit ((top, bottom), (left, right)).
     chunk: images per chunk of the batch (default: `chunk_size`, from the cache size).
+    primal: how the value is computed when it is not differentiated (evaluation): "winograd",
+    or "xla" for lax.conv; under differentiation the forward is always Winograd.
     Differentiable to any order, under jit and vmap.
     """
     if kernel.shape[:2] != (3, 3):
         raise ValueError(f"conv_winograd needs a 3x3 kernel, got {kernel.shape[:2]}.")
+    if primal not in ("winograd", "xla"):
+        raise ValueError(f"primal must be 'winograd' or 'xla', got {primal!r}.")
     n, h, w, cin = x.shape
     if kernel.shape[2] != cin:
         raise ValueError(f"kernel has {kernel.shape[2]} input channels, the input {cin}.")
-    geom = _Geometry.create(h, w, _padding_pairs(padding, h, w))
+    pads = _padding_pairs(padding, h, w)
+    geom = _Geometry.create(h, w, pads)
     most = chunk or chunk_size(geom.out_h + 2, geom.out_w + 2, cin, kernel.shape[3], x.dtype.itemsize)
-    return _conv(x, kernel, geom, _balanced_chunk(n, most))
+    return _conv(x, kernel, geom, _balanced_chunk(n, most), pads if primal == "xla" else None)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv(x, kernel, geom, chunk):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _conv(x, kernel, geom, chunk, xla_pads):
+    if xla_pads is not None:
+        return lax.conv_general_dilated(x, kernel, (1, 1), xla_pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return _forward(x, kernel_transform(kernel), geom, chunk)
 
 
-def _conv_fwd(x, kernel, geom, chunk):
+def _conv_fwd(x, kernel, geom, chunk, xla_pads):
     v = kernel_transform(kernel)
     return _forward(x, v, geom, chunk), (x, v)
 
 
-def _conv_bwd(geom, chunk, residuals, dy):
+def _conv_bwd(geom, chunk, xla_pads, residuals, dy):
     x, v = residuals
     dx, dv = _backward(x, v, dy, geom, chunk)
     return dx, _kernel_transform_transpose(dv)
