@@ -103,12 +103,22 @@ def _bt(rows):
     return (d0 - d2, d1 + d2, d2 - d1, d1 - d3)
 
 
+def _pairs(x, axis: int, tiles: int):
+    """The four rows 2t, 2t+1, 2t+2, 2t+3 (t < tiles) along `axis` of x (2*tiles+2 long there),
+    as reshapes and contiguous slices: cheaper for XLA CPU to run and compile than strided slices."""
+    x = lax.slice_in_dim(x, 0, 2 * tiles + 2, axis=axis)
+    x = x.reshape(*x.shape[:axis], tiles + 1, 2, *x.shape[axis + 1:])
+    even, odd = (lax.index_in_dim(x, i, axis + 1, keepdims=False) for i in (0, 1))
+    first, rest = (lambda y: lax.slice_in_dim(y, 0, tiles, axis=axis)), (lambda y: lax.slice_in_dim(y, 1, tiles + 1, axis=axis))
+    return first(even), first(odd), rest(even), rest(odd)
+
+
 def _input_transform(x, tiles_h: int, tiles_w: int):
     """[n, 2*th+2, 2*tw+2, c] padded input -> [16, n*th*tw, c] transformed tiles (B^T d B)."""
     n, c = x.shape[0], x.shape[-1]
-    rows = _bt([x[:, i: i + 2 * tiles_h: 2] for i in range(4)])
-    tiles = [t for r in rows for t in _bt([r[:, :, j: j + 2 * tiles_w: 2] for j in range(4)])]
-    return jnp.stack(tiles).reshape(16, n * tiles_h * tiles_w, c)
+    rows = jnp.stack(_bt(_pairs(x, 1, tiles_h)))                         # [4, n, th, w, c]
+    tiles = jnp.stack(_bt(_pairs(rows, 3, tiles_w)), axis=1)             # [4, 4, n, th, tw, c]
+    return tiles.reshape(16, n * tiles_h * tiles_w, c)
 
 
 def _output_transform(m, n: int, tiles_h: int, tiles_w: int):
@@ -125,12 +135,12 @@ def _output_transform_transpose(dy, tiles_h: int, tiles_w: int):
     n, c = dy.shape[0], dy.shape[-1]
     dy = dy.reshape(n, tiles_h, 2, tiles_w, 2, c)
 
-    def at_t(d0, d1):   # A (the transpose of A^T) along one axis
+    def a(d0, d1):   # A (the transpose of A^T) along one axis
         return (d0, d0 + d1, d0 - d1, -d1)
 
-    rows = at_t(dy[:, :, 0], dy[:, :, 1])                 # each [n, th, tw, 2, c]
-    tiles = [t for r in rows for t in at_t(r[:, :, :, 0], r[:, :, :, 1])]
-    return jnp.stack(tiles).reshape(16, n * tiles_h * tiles_w, c)
+    rows = jnp.stack(a(dy[:, :, 0], dy[:, :, 1]))                       # [4, n, th, tw, 2, c]
+    tiles = jnp.stack(a(rows[..., 0, :], rows[..., 1, :]), axis=1)       # [4, 4, n, th, tw, c]
+    return tiles.reshape(16, n * tiles_h * tiles_w, c)
 
 
 def _products(u, v):
@@ -186,9 +196,14 @@ def _chunked(fn, xs, chunk: int):
 
 
 def _balanced_chunk(n: int, most: int) -> int:
-    """The smallest chunk that needs as few chunks as `most` does (so a remainder is rare)."""
-    count = -(-n // max(1, most))
-    return -(-n // count)
+    """A chunk of at most `most` images: the largest divisor of n from most/2 to most when there
+    is one (no remainder call: the remainder is a second copy of the program to compile and runs
+    a small, less efficient matmul), else the smallest chunk that needs as few chunks as `most`."""
+    most = max(1, min(most, n))
+    for size in range(most, (most + 1) // 2 - 1, -1):
+        if n % size == 0:
+            return size
+    return -(-n // -(-n // most))
 
 
 def _forward(x, v, geom: _Geometry, chunk: int):
@@ -242,7 +257,8 @@ def conv_winograd(x, kernel, padding="SAME", *, chunk: int | None = None, primal
     Equals lax.conv_general_dilated(x, kernel, (1, 1), padding, ("NHWC", "HWIO", "NHWC")) to
     float32 rounding (tests/test_winograd.py states the error bound), for any batch, spatial
     size and channel counts. padding: "SAME", "VALID" or explicit ((top, bottom), (left, right)).
-    chunk: images per chunk of the batch (default: `chunk_size`, from the cache size).
+    chunk: images per chunk of the batch, the last chunk taking the remainder (default: at most
+    `chunk_size`, from the cache size, preferably a divisor of the batch).
     primal: how the value is computed when it is not differentiated (evaluation): "winograd",
     or "xla" for lax.conv; under differentiation the forward is always Winograd.
     Differentiable to any order, under jit and vmap.
@@ -256,8 +272,9 @@ def conv_winograd(x, kernel, padding="SAME", *, chunk: int | None = None, primal
         raise ValueError(f"kernel has {kernel.shape[2]} input channels, the input {cin}.")
     pads = _padding_pairs(padding, h, w)
     geom = _Geometry.create(h, w, pads)
-    most = chunk or chunk_size(geom.out_h + 2, geom.out_w + 2, cin, kernel.shape[3], x.dtype.itemsize)
-    return _conv(x, kernel, geom, _balanced_chunk(n, most), pads if primal == "xla" else None)
+    if chunk is None:
+        chunk = _balanced_chunk(n, chunk_size(geom.out_h + 2, geom.out_w + 2, cin, kernel.shape[3], x.dtype.itemsize))
+    return _conv(x, kernel, geom, min(chunk, n), pads if primal == "xla" else None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
