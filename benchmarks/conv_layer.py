@@ -72,7 +72,8 @@ def main(argv):
     x = jax.random.normal(kx, (FLAGS.batch, FLAGS.size, FLAGS.size, FLAGS.cin))
     w = jax.random.normal(kw, (3, 3, FLAGS.cin, FLAGS.cout)) / 24
     pad = FLAGS.padding
-    rule = winograd.chunk_size(FLAGS.size, FLAGS.size, FLAGS.cin, FLAGS.cout)
+    out = FLAGS.size if pad == "SAME" else FLAGS.size - 2
+    rule = winograd.default_chunk(FLAGS.batch, out, out, FLAGS.cin, FLAGS.cout)
     runs = {}
     for name in FLAGS.impls:
         if name == "winograd":

@@ -222,9 +222,11 @@ def test_chunk_rule_fits_the_cache_fraction():
     for h, cin, cout in [(28, 64, 64), (14, 64, 128), (28, 1, 64), (200, 512, 512)]:
         chunk = winograd.chunk_size(h, h, cin, cout)
         assert chunk >= 1
-        per_image = 4 * (16 * (h // 2) ** 2 * (cin + cout) + h * h * (cin + cout))
+        per_image = 4 * 16 * (h // 2) ** 2 * (cin + cout)
         if chunk > 1:
             assert chunk * per_image <= winograd.last_level_cache_bytes()
+        default = winograd.default_chunk(250, h, h, cin, cout)
+        assert default <= chunk and (250 % default == 0 or default > chunk // 2)
 
 
 def _loop_bodies(jaxpr, inside=False):

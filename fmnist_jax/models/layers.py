@@ -174,10 +174,12 @@ def conv_winograd_or_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
 
     With few input channels (a network's first layer) the Winograd products are matmuls over a
     channel or two and the transforms' memory traffic dominates; benchmarks/conv_layer.py
-    --cin=1 measures the choice.
+    --cin=1 measures the choice. Without differentiation (evaluation) the value is lax.conv, as
+    in `conv_hybrid`: the whole-network evaluation measured faster that way
+    (benchmarks/train_throughput.py, jax-winograd against jax-hybrid).
     """
     if tuple(strides) == (1, 1) and kernel.shape[:2] == (3, 3) and kernel.shape[2] >= _FEW_INPUT_CHANNELS:
-        return winograd.conv_winograd(x, kernel, padding)
+        return winograd.conv_winograd(x, kernel, padding, primal="xla")
     return conv_hybrid(x, kernel, strides, padding)
 
 

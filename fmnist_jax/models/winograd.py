@@ -33,9 +33,9 @@ _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.
 
 # When the cache size cannot be read (not Linux), assume this many bytes of last-level cache.
 _DEFAULT_CACHE_BYTES = 32 * 2**20
-# A chunk's working set (input tiles, output tiles, the chunk's input and output) is sized to
-# this fraction of the last-level cache: the rest is left to the kernel, XLA's own buffers and
-# the other core (the L3 is shared). benchmarks/conv_layer.py --sweep_chunks measures the choice.
+# A chunk's transformed tiles (input tiles and products) are sized to this fraction of the
+# last-level cache: the rest holds the chunk's input and output, the kernel, XLA's other buffers
+# and the other core's work (the L3 is shared). benchmarks/conv_layer.py --chunks=... sweeps it.
 _CACHE_FRACTION = 0.5
 
 
@@ -58,14 +58,13 @@ def last_level_cache_bytes() -> int:
     return best or _DEFAULT_CACHE_BYTES
 
 
-def chunk_size(height: int, width: int, cin: int, cout: int, itemsize: int = 4) -> int:
-    """Images per chunk: as many as keep one chunk's working set in a fraction of the last-level cache.
-
-    Per image, the working set is the transformed input tiles (16 * tiles * cin), the products
-    (16 * tiles * cout) and the image's input and output, where tiles = ceil(h/2) * ceil(w/2).
+def chunk_size(out_h: int, out_w: int, cin: int, cout: int, itemsize: int = 4) -> int:
+    """Images per chunk: as many as keep one chunk's transformed tiles in `_CACHE_FRACTION` of the
+    last-level cache. Per image these are 16 * tiles * (cin + cout) numbers (input tiles and
+    products), tiles = ceil(out_h/2) * ceil(out_w/2) for an out_h x out_w output.
     """
-    tiles = -(-height // 2) * -(-width // 2)
-    per_image = itemsize * (16 * tiles * (cin + cout) + height * width * (cin + cout))
+    tiles = -(-out_h // 2) * -(-out_w // 2)
+    per_image = itemsize * 16 * tiles * (cin + cout)
     return max(1, int(_CACHE_FRACTION * last_level_cache_bytes()) // per_image)
 
 
@@ -195,15 +194,15 @@ def _chunked(fn, xs, chunk: int):
     return jax.tree.map(lambda *ys: jnp.concatenate(ys), *outs)
 
 
-def _balanced_chunk(n: int, most: int) -> int:
-    """A chunk of at most `most` images: the largest divisor of n from most/2 to most when there
-    is one (no remainder call: the remainder is a second copy of the program to compile and runs
-    a small, less efficient matmul), else the smallest chunk that needs as few chunks as `most`."""
-    most = max(1, min(most, n))
+def default_chunk(batch: int, out_h: int, out_w: int, cin: int, cout: int, itemsize: int = 4) -> int:
+    """The chunk `conv_winograd` uses: at most `chunk_size` images, preferably the largest divisor
+    of the batch from half of that up (a remainder is a second copy of the program to compile
+    and a small, less efficient matmul), else the smallest chunk giving as few chunks."""
+    most = max(1, min(chunk_size(out_h, out_w, cin, cout, itemsize), batch))
     for size in range(most, (most + 1) // 2 - 1, -1):
-        if n % size == 0:
+        if batch % size == 0:
             return size
-    return -(-n // -(-n // most))
+    return -(-batch // -(-batch // most))
 
 
 def _forward(x, v, geom: _Geometry, chunk: int):
@@ -257,8 +256,8 @@ def conv_winograd(x, kernel, padding="SAME", *, chunk: int | None = None, primal
     Equals lax.conv_general_dilated(x, kernel, (1, 1), padding, ("NHWC", "HWIO", "NHWC")) to
     float32 rounding (tests/test_winograd.py states the error bound), for any batch, spatial
     size and channel counts. padding: "SAME", "VALID" or explicit ((top, bottom), (left, right)).
-    chunk: images per chunk of the batch, the last chunk taking the remainder (default: at most
-    `chunk_size`, from the cache size, preferably a divisor of the batch).
+    chunk: images per chunk of the batch, the last chunk taking the remainder (default:
+    `default_chunk`, from the cache size).
     primal: how the value is computed when it is not differentiated (evaluation): "winograd",
     or "xla" for lax.conv; under differentiation the forward is always Winograd.
     Differentiable to any order, under jit and vmap.
@@ -273,7 +272,7 @@ def conv_winograd(x, kernel, padding="SAME", *, chunk: int | None = None, primal
     pads = _padding_pairs(padding, h, w)
     geom = _Geometry.create(h, w, pads)
     if chunk is None:
-        chunk = _balanced_chunk(n, chunk_size(geom.out_h + 2, geom.out_w + 2, cin, kernel.shape[3], x.dtype.itemsize))
+        chunk = default_chunk(n, geom.out_h, geom.out_w, cin, kernel.shape[3], x.dtype.itemsize)
     return _conv(x, kernel, geom, min(chunk, n), pads if primal == "xla" else None)
 
 
