@@ -26,7 +26,7 @@ def test_train_resume_and_evaluate(dirs, tmp_path, capsys):
     best = summary["test"]["best"]
     assert best["member_accuracy"] == [summary["test_accuracy_best"]] == [best["ensemble_accuracy"]]
     assert best["std_accuracy"] == 0.0
-    assert summary["conv_impl"] == "hybrid"
+    assert summary["conv_impl"] == "winograd"
     assert (out / "history.png").stat().st_size > 0
     # The same command with more epochs resumes from epoch 1 instead of starting over.
     _train(dirs, epochs=2)

@@ -60,7 +60,7 @@ def resolve_conv_impl(impl: str = "auto", backend: str | None = None) -> str:
         impl = _conv_impl.get()
     if impl != "auto":
         return impl
-    return "hybrid" if (backend or jax.default_backend()) == "cpu" else "xla"
+    return "winograd" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
