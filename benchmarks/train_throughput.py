@@ -21,7 +21,8 @@ from fmnist_jax import host_memory
 FLAGS = flags.FLAGS
 flags.DEFINE_list("nets", ["seed002", "seed003"], "Networks to time.")
 flags.DEFINE_list("frameworks", ["jax-hybrid", "jax-matmul", "torch", "keras"],
-                  "Implementations to time (also jax-xla: XLA's own convolution gradients, very slow on CPU).")
+                  "Implementations to time (also jax-winograd, and jax-xla: XLA's own convolution "
+                  "gradients, very slow on CPU).")
 flags.DEFINE_integer("batch", 250, "Batch size.")
 flags.DEFINE_integer("steps", 8, "Training steps per timing.")
 flags.DEFINE_integer("repeats", 3, "Timings per implementation (the median is reported).")
@@ -139,6 +140,7 @@ def main(argv):
     runners = {"jax-xla": lambda n: time_jax(n, "xla", max(1, FLAGS.steps // 8)),
                "jax-matmul": lambda n: time_jax(n, "matmul", FLAGS.steps),
                "jax-hybrid": lambda n: time_jax(n, "hybrid", FLAGS.steps),
+               "jax-winograd": lambda n: time_jax(n, "winograd", FLAGS.steps),
                "torch": time_torch, "keras": time_keras}
     print(f"training / evaluation images per second, batch {FLAGS.batch}, Adam; "
           f"median of {FLAGS.repeats} timings of {FLAGS.steps} steps; malloc "

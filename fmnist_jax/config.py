@@ -78,8 +78,8 @@ class TrainConfig:
                                   "seed (seed 003's protocol); otherwise all share the split of seed.")
     # How it executes (the same results to float rounding).
     eval_batch: int = _field(1000, "Evaluation batch size.")
-    conv_impl: str = _field("auto", "Convolution implementation: auto (hybrid on CPU, xla "
-                            "elsewhere), xla, matmul or hybrid. The parameters are the same for all.",
+    conv_impl: str = _field("auto", "Convolution implementation: auto (winograd on CPU, "
+                            "xla elsewhere), xla, matmul, hybrid or winograd. The parameters are the same for all.",
                             layers.CONV_IMPLS)
     member_execution: str = _field("auto", "How several members run in one program: vmap "
                                    "(batched; GPU/TPU and sharded members), map (one after "

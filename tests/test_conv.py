@@ -92,7 +92,7 @@ def test_parameters_are_interchangeable_between_impls():
 
 
 def test_auto_resolves_per_backend():
-    assert layers.resolve_conv_impl("auto", "cpu") == "hybrid"
+    assert layers.resolve_conv_impl("auto", "cpu") == "winograd"
     assert layers.resolve_conv_impl("auto", "gpu") == "xla"
     assert layers.resolve_conv_impl("xla", "cpu") == "xla"
     with pytest.raises(ValueError, match="unknown conv implementation"):

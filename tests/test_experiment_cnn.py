@@ -30,7 +30,7 @@ def test_train_resume_and_evaluate(dirs, tmp_path, capsys):
     best = summary["test"]["best"]
     assert best["member_accuracy"] == [summary["test_accuracy_best"]] == [best["ensemble_accuracy"]]
     assert best["std_accuracy"] == 0.0
-    assert summary["conv_impl"] == "hybrid"
+    assert summary["conv_impl"] == "winograd"
     assert json.loads((out / "config.json").read_text())["conv_impl"] == "auto"
     assert (out / "history.png").stat().st_size > 0
     # The same command with more epochs resumes from epoch 1 instead of starting over.
@@ -49,7 +49,7 @@ def test_train_resume_and_evaluate(dirs, tmp_path, capsys):
     assert metrics["n_test"] == 40 and len(report["per_class"]) == 10
     assert report["accuracy"] == pytest.approx(metrics["test_accuracy"])
     assert metrics["test_accuracy"] == pytest.approx(_summary(out)["test_accuracy_best_tta"])
-    assert metrics["conv_impl"] == "hybrid"
+    assert metrics["conv_impl"] == "winograd"
     for png in ("confusion_matrix.png", "misclassified.png"):
         assert (ev / png).stat().st_size > 0
     # --conv_impl and --eval_batch are honoured: another implementation, the same predictions.

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fmnist_jax.models import winograd
+
 # Keras' defaults, so the seed projects' networks behave (and count parameters) as theirs did.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.99, epsilon=1e-3)
 
@@ -24,15 +26,16 @@ KERNEL_INIT = nn.initializers.glorot_uniform()
 Dense = functools.partial(nn.Dense, kernel_init=KERNEL_INIT)
 
 
-CONV_IMPLS = ("auto", "xla", "matmul", "hybrid")
+CONV_IMPLS = ("auto", "xla", "matmul", "hybrid", "winograd")
 
 
 def resolve_conv_impl(impl: str = "auto", backend: str | None = None) -> str:
     """The implementation `impl` stands for on `backend` (default: JAX's default backend).
 
-    "auto" is "hybrid" on CPU, where XLA's forward convolution is fast and its kernel-gradient
-    convolution slow, and "xla" on GPU/TPU (cuDNN / the TPU convolution units). Measured with
-    `benchmarks.train_throughput` and `benchmarks.profile_step`; figures in benchmarks/README.md.
+    "auto" is "winograd" on CPU (Winograd training for 3x3 convolutions, `hybrid` for the others;
+    XLA CPU's kernel-gradient convolution is its slow path), and "xla" on GPU/TPU (cuDNN / the TPU
+    convolution units, which choose Winograd themselves where it pays). Measured with
+    `benchmarks.train_throughput` and `benchmarks.conv_layer`; figures in benchmarks/README.md.
     Under vmap over per-member kernels lax.conv becomes a grouped convolution (slow on CPU), so
     vmapped members on CPU are better served by "matmul".
     """
@@ -40,7 +43,7 @@ def resolve_conv_impl(impl: str = "auto", backend: str | None = None) -> str:
         raise ValueError(f"unknown conv implementation {impl!r}; choose one of {', '.join(CONV_IMPLS)}.")
     if impl != "auto":
         return impl
-    return "hybrid" if (backend or jax.default_backend()) == "cpu" else "xla"
+    return "winograd" if (backend or jax.default_backend()) == "cpu" else "xla"
 
 
 def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -148,15 +151,30 @@ def conv_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
     return _conv_hybrid_stride1(x, kernel, _padding_pairs(x.shape, kernel.shape, strides, padding))
 
 
-CONV_FUNCTIONS = {"xla": conv_xla, "matmul": conv_matmul, "hybrid": conv_hybrid}
+def conv_winograd_or_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
+    """Winograd F(2x2, 3x3) (`winograd.conv_winograd`) for stride-1 3x3 kernels with at least
+    `_FEW_INPUT_CHANNELS` input channels, `conv_hybrid` for every other convolution.
+
+    With few input channels (a network's first layer) the Winograd products are matmuls over a
+    channel or two and the transforms' memory traffic dominates; `benchmarks.conv_layer --cin=1`
+    measures the choice. Without differentiation (evaluation) the value is lax.conv, as in
+    `conv_hybrid`: the whole network evaluated faster that way (`benchmarks.train_throughput`).
+    """
+    if tuple(strides) == (1, 1) and kernel.shape[:2] == (3, 3) and kernel.shape[2] >= _FEW_INPUT_CHANNELS:
+        return winograd.conv_winograd(x, kernel, padding, primal="xla")
+    return conv_hybrid(x, kernel, strides, padding)
+
+
+CONV_FUNCTIONS = {"xla": conv_xla, "matmul": conv_matmul, "hybrid": conv_hybrid,
+                  "winograd": conv_winograd_or_hybrid}
 
 
 class Conv(nn.Module):
     """2-D convolution over NHWC inputs with flax.linen.Conv's parameter layout.
 
-    impl: "xla" (lax.conv), "matmul" (patches + one matmul), "hybrid" (`conv_hybrid`) or "auto"
-    (per backend, see `resolve_conv_impl`). Every zoo model has a `conv_impl` field that it
-    passes here. Parameters are the same for all, so checkpoints move between them.
+    impl: "xla" (lax.conv), "matmul" (patches + one matmul), "hybrid" (`conv_hybrid`), "winograd"
+    (`conv_winograd_or_hybrid`) or "auto" (per backend, see `resolve_conv_impl`). Every zoo model
+    has a `conv_impl` field that it passes here. Parameters are the same for all, so checkpoints move between them.
     """
     features: int
     kernel_size: Sequence[int] = (3, 3)
