@@ -58,6 +58,7 @@ BAD_FLAGS = [
     (knn, ["--val_fraction=1.5"], "--val_fraction", "must be in [0, 1)"),
     (knn, ["--metric=cosine"], "--metric", "does not know 'cosine'"),
     (knn, ["--memory_mb=0"], "--memory_mb", "must be positive"),
+    (knn, ["--run_name=.."], "--run_name", "must be a plain folder name"),
     (knn, ["--epochs=3"], "epochs", "Unknown command line flag"),
 ]
 
