@@ -31,6 +31,8 @@ def define_flags(fv) -> None:
                          "vote; features and feature maps are of this member (default: member 0).", flag_values=fv)
     flags.DEFINE_integer("tsne_points", 2000, "Test images in the t-SNE plots, a seeded sample (0: all).",
                          flag_values=fv)
+    flags.DEFINE_integer("tsne_iter", 1000, "t-SNE iterations (at least 250; fewer is quicker and rougher).",
+                         flag_values=fv)
     flags.DEFINE_integer("feature_images", 4, "Test images whose feature maps are drawn (one per class first).",
                          flag_values=fv)
     cli.define_run_flags(fv, name=False, overwrite=False)
@@ -41,7 +43,8 @@ def main(fv, args) -> dict:
         raise ConfigError("run", "is required: the name of a trained run (a folder of results/).")
     paths = RunPaths(check_run_name(fv.run, field="run"), fv.results_dir, fv.checkpoint_dir)
     summary = analysis_run.analyze_run(paths, fv.which, fv.member, data_dir=fv.data_dir,
-                                       tsne_points=fv.tsne_points, feature_images=fv.feature_images)
+                                       tsne_points=fv.tsne_points, feature_images=fv.feature_images,
+                                       tsne_iter=fv.tsne_iter)
     print(analysis_run.describe(summary))
     return summary
 

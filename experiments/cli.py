@@ -114,7 +114,7 @@ def define_run_flags(fv: flags.FlagValues, *, name: bool = True, checkpoints: bo
                             "(default: derived from the flags).", flag_values=fv)
     flags.DEFINE_string("results_dir", "results", "Where results/<run>/ is written.", flag_values=fv)
     flags.DEFINE_string("data_dir", None, "Folder of the IDX files (default: $FMNIST_DATA_DIR, ./data/<dataset>, "
-                        "then Debian's /usr/share/datasets/fashion-mnist).", flag_values=fv)
+                        "then Debian's /usr/share/datasets/fashion-mnist for Fashion-MNIST).", flag_values=fv)
     if checkpoints:
         flags.DEFINE_string("checkpoint_dir", "checkpoints", "Where checkpoints/<run>/ is kept.", flag_values=fv)
     if overwrite:

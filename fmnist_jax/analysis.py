@@ -32,8 +32,17 @@ def _walk(tree: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
 
 def intermediates(model, variables: dict, x) -> dict[str, np.ndarray]:
     """Everything the model records for images `x`, {path: array}, in the order it was computed."""
-    _, state = model.apply(variables, x, train=False, mutable=[INTERMEDIATES])
-    return {path: np.asarray(values[0]) for path, values in _walk(dict(state.get(INTERMEDIATES, {})))}
+    order = []
+
+    @jax.jit
+    def record(v, images):
+        _, state = model.apply(v, images, train=False, mutable=[INTERMEDIATES])
+        flat = list(_walk(dict(state.get(INTERMEDIATES, {}))))
+        order[:] = [path for path, _ in flat]          # jit's outputs come back with sorted keys
+        return [values[0] for _, values in flat]
+
+    values = record(variables, x)
+    return {path: np.asarray(a) for path, a in zip(order, values)}
 
 
 def feature_maps(model, variables: dict, x) -> dict[str, np.ndarray]:

@@ -43,23 +43,32 @@ def plot_embedding(xy: np.ndarray, labels: np.ndarray, class_names: Sequence[str
     save(fig, path)
 
 
+def mosaic(maps: np.ndarray, channels: int, gap: int = 1) -> np.ndarray:
+    """One image's first `channels` channels [H, W, C] side by side, each scaled to [0, 1], NaN gaps."""
+    h, w, _ = maps.shape
+    out = np.full((h, channels * (w + gap) - gap), np.nan)
+    for j in range(channels):
+        m = maps[:, :, j].astype(np.float64)
+        span = m.max() - m.min()
+        out[:, j * (w + gap): j * (w + gap) + w] = (m - m.min()) / span if span > 0 else 0.0
+    return out
+
+
 def plot_feature_maps(name: str, maps: np.ndarray, images: np.ndarray, titles: Sequence[str], path: Path,
                       max_channels: int = MAX_CHANNELS) -> None:
-    """One layer's activations [K, H, W, C]: a row per image (the input first), its first channels."""
-    k, _, _, c = maps.shape
+    """One layer's activations [K, H, W, C]: a row per image, the input then its first channels
+    side by side (each channel scaled to its own range)."""
+    k, h, w, c = maps.shape
     shown = min(c, max_channels)
-    fig, axes = plt.subplots(k, shown + 1, figsize=(1.1 * (shown + 1), 1.25 * k + 0.6), squeeze=False)
+    fig, axes = plt.subplots(k, 2, figsize=(1.3 + 0.75 * shown, 1.0 * k + 0.6), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, shown * (w + 1) / h]})
     for i in range(k):
         axes[i, 0].imshow(np.asarray(images[i]).reshape(28, 28), cmap="gray")
         axes[i, 0].set_title(titles[i], fontsize=7)
-        for j in range(shown):
-            axes[i, j + 1].imshow(maps[i, :, :, j], cmap="viridis")
-            if i == 0:
-                axes[i, j + 1].set_title(f"ch {j}", fontsize=7)
+        axes[i, 1].imshow(mosaic(maps[i], shown), cmap="viridis", interpolation="nearest")
     for ax in axes.ravel():
         ax.axis("off")
-    fig.suptitle(f"{name}: {maps.shape[1]}x{maps.shape[2]}x{c}"
-                 + (f" (first {shown} channels)" if shown < c else ""), fontsize=9)
+    fig.suptitle(f"{name}: {h}x{w}x{c}" + (f" (channels 0-{shown - 1})" if shown < c else ""), fontsize=9)
     fig.tight_layout()
     save(fig, path)
 

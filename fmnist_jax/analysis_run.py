@@ -55,11 +55,13 @@ def analyze_run(paths: RunPaths, which: str = "best", member: int | None = None,
     """Analyses one checkpoint of a run on the test set, writes the files, returns analysis.json.
 
     tsne_points: test images embedded (0: all 10,000), a seeded sample; feature_images: test
-    images whose feature maps are drawn (one per class first).
+    images whose feature maps are drawn (one per class first); tsne_iter: t-SNE iterations.
     """
     restore.check_which(which)
     if tsne_points < 0:
         raise ConfigError("tsne_points", f"must be 0 (every test image) or positive, got {tsne_points}.")
+    if tsne_iter < 250:
+        raise ConfigError("tsne_iter", f"must be at least 250 (scikit-learn's minimum), got {tsne_iter}.")
     if not 1 <= feature_images <= MAX_FEATURE_IMAGES:
         raise ConfigError("feature_images", f"must be in 1..{MAX_FEATURE_IMAGES}, got {feature_images}.")
     t, ds = load_trainer(paths, data_dir=data_dir)

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from experiments import cli, cnn, evaluate, knn, sweep
+from experiments import analyze, cli, cnn, evaluate, knn, sweep
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.knn_run import KnnConfig
 
@@ -52,6 +52,14 @@ BAD_FLAGS = [
     (evaluate, ["--run=x", "--conv_impl=fft"], "--conv_impl", "does not know 'fft'"),
     (evaluate, ["--run=x", "--eval_batch=0"], "--eval_batch", "must be at least 1"),
     (evaluate, ["--run=x", "--lr=0.1"], "lr", "Unknown command line flag"),
+    (analyze, [], "--run", "is required"),
+    (analyze, ["--run=nothing"], "no run 'nothing'", ""),
+    (analyze, ["--run=../x"], "--run", "must be a plain folder name"),
+    (analyze, ["--run=x", "--which=worst"], "--which", "value should be one of"),
+    (analyze, ["--run=x", "--tsne_points=-1"], "--tsne_points", "must be 0 (every test image) or positive"),
+    (analyze, ["--run=x", "--tsne_iter=10"], "--tsne_iter", "must be at least 250"),
+    (analyze, ["--run=x", "--feature_images=0"], "--feature_images", "must be in 1..16"),
+    (analyze, ["--run=x", "--epochs=3"], "epochs", "Unknown command line flag"),
     (knn, ["--k=0"], "--k", "must be at least 1"),
     (knn, ["--k=500"], "--k", "larger than the training set"),
     (knn, ["--k=five"], "--k", "must be a comma list of integers"),
@@ -89,6 +97,8 @@ def test_each_script_defines_only_what_it_uses():
     assert _flag_names(sweep) == _flag_names(cnn)
     assert _flag_names(evaluate) == {"run", "which", "tta", "member", "conv_impl", "eval_batch",
                                      "results_dir", "checkpoint_dir", "data_dir"}
+    assert _flag_names(analyze) == {"run", "which", "member", "tsne_points", "tsne_iter", "feature_images",
+                                    "results_dir", "checkpoint_dir", "data_dir"}
     assert _flag_names(knn) == {f.name for f in dataclasses.fields(KnnConfig)} | {"run_name", "results_dir", "data_dir"}
 
 
