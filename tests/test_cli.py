@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from experiments import analyze, cli, cnn, evaluate, knn, predict, sweep
+from experiments import analyze, cli, cnn, evaluate, export, knn, predict, sweep
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.knn_run import KnnConfig
 
@@ -65,6 +65,11 @@ BAD_FLAGS = [
     (predict, ["--run=nothing", "a.png"], "no run 'nothing'", ""),
     (predict, ["--run=../x", "a.png"], "--run", "must be a plain folder name"),
     (predict, ["--run=x", "--which=worst", "a.png"], "--which", "value should be one of"),
+    (export, [], "--run", "is required"),
+    (export, ["--run=nothing"], "no run 'nothing'", ""),
+    (export, ["--run=../x"], "--run", "must be a plain folder name"),
+    (export, ["--run=x", "--which=worst"], "--which", "value should be one of"),
+    (export, ["--run=x", "extra"], "unexpected argument 'extra'", ""),
     (knn, ["--k=0"], "--k", "must be at least 1"),
     (knn, ["--k=500"], "--k", "larger than the training set"),
     (knn, ["--k=five"], "--k", "must be a comma list of integers"),
@@ -78,7 +83,7 @@ BAD_FLAGS = [
 @pytest.mark.parametrize("script, argv, flag, problem", BAD_FLAGS,
                          ids=[f"{s.__name__.split('.')[-1]}:{' '.join(a) or 'none'}" for s, a, _, _ in BAD_FLAGS])
 def test_a_bad_flag_is_one_sentence_naming_it(dirs, tmp_path, capsys, script, argv, flag, problem):
-    paths = dirs[:2] if script is knn else dirs[1:] if script is predict else dirs
+    paths = dirs[:2] if script is knn else dirs[1:] if script in (predict, export) else dirs
     with pytest.raises(SystemExit) as exit_info:
         cli.invoke(script, [*paths, *argv])
     err = capsys.readouterr().err
@@ -105,6 +110,7 @@ def test_each_script_defines_only_what_it_uses():
     assert _flag_names(analyze) == {"run", "which", "member", "tsne_points", "tsne_iter", "feature_images",
                                     "results_dir", "checkpoint_dir", "data_dir"}
     assert _flag_names(predict) == {"run", "which", "json", "results_dir", "checkpoint_dir"}
+    assert _flag_names(export) == {"run", "which", "member", "results_dir", "checkpoint_dir"}
     assert _flag_names(knn) == {f.name for f in dataclasses.fields(KnnConfig)} | {"run_name", "results_dir", "data_dir"}
 
 
