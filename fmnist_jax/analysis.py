@@ -89,6 +89,9 @@ def first_layer_filters(variables: dict) -> np.ndarray | None:
     return None
 
 
+SMALL_TSNE = 1000
+
+
 def tsne(x: np.ndarray, seed: int = 0, pca_dims: int = 50, perplexity: float = 30.0,
          max_iter: int = 1000) -> np.ndarray:
     """2-D t-SNE coordinates [N, 2] of the rows of `x` (scikit-learn), after PCA to `pca_dims`.
@@ -106,12 +109,15 @@ def tsne(x: np.ndarray, seed: int = 0, pca_dims: int = 50, perplexity: float = 3
     n = len(x)
     if n < 5:
         raise UserError(f"t-SNE needs at least 5 points, got {n}.")
+    from threadpoolctl import threadpool_limits     # a dependency of scikit-learn
     dims = min(pca_dims, n, x.shape[1])
-    if dims < x.shape[1]:
-        x = PCA(n_components=dims, random_state=seed).fit_transform(x)
-    embedding = TSNE(n_components=2, perplexity=min(perplexity, (n - 1) / 3), init="pca",
-                     learning_rate="auto", max_iter=max_iter, random_state=seed)
-    return embedding.fit_transform(x).astype(np.float32)
+    # Below a few thousand points thread start-up and barriers cost more than they save (5x on 2 cores).
+    with threadpool_limits(limits=1 if n < SMALL_TSNE else None):
+        if dims < x.shape[1]:
+            x = PCA(n_components=dims, random_state=seed).fit_transform(x)
+        embedding = TSNE(n_components=2, perplexity=min(perplexity, (n - 1) / 3), init="pca",
+                         learning_rate="auto", max_iter=max_iter, random_state=seed)
+        return embedding.fit_transform(x).astype(np.float32)
 
 
 def calibration(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> dict:

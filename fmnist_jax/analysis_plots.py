@@ -74,16 +74,20 @@ def plot_feature_maps(name: str, maps: np.ndarray, images: np.ndarray, titles: S
 
 
 def plot_filters(filters: np.ndarray, path: Path, title: str, max_filters: int = 64) -> None:
-    """The first layer's filters [F, h, w] as a grid of images (each scaled to its own range)."""
-    filters = filters[:max_filters]
-    cols = min(8, len(filters))
-    rows = int(np.ceil(len(filters) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols, 1.2 * rows + 0.5), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, f in zip(axes.ravel(), filters):
-        ax.imshow(f, cmap="gray")
-    fig.suptitle(title, fontsize=9)
+    """The first layer's filters [F, h, w] as one grid image (each filter scaled to its own range)."""
+    filters = np.asarray(filters[:max_filters], np.float64)
+    n, h, w = filters.shape
+    cols = min(8, n)
+    rows = int(np.ceil(n / cols))
+    grid = np.full((rows * (h + 1) - 1, cols * (w + 1) - 1), np.nan)
+    for i, f in enumerate(filters):
+        span = f.max() - f.min()
+        r, c = divmod(i, cols)
+        grid[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = (f - f.min()) / span if span > 0 else 0.5
+    fig, ax = plt.subplots(figsize=(1.0 * cols + 0.4, 1.0 * rows + 0.8))
+    ax.imshow(grid, cmap="gray", interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     save(fig, path)
 
