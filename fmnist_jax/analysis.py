@@ -109,7 +109,7 @@ def tsne(x: np.ndarray, seed: int = 0, pca_dims: int = 50, perplexity: float = 3
     n = len(x)
     if n < 5:
         raise UserError(f"t-SNE needs at least 5 points, got {n}.")
-    from threadpoolctl import threadpool_limits     # a dependency of scikit-learn
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
     dims = min(pca_dims, n, x.shape[1])
     # Below a few thousand points thread start-up and barriers cost more than they save (5x on 2 cores).
     with threadpool_limits(limits=1 if n < SMALL_TSNE else None):

@@ -134,7 +134,7 @@ def read_file(path: str | os.PathLike) -> list[Item]:
     if not raw:
         raise FileError(f"{name}: the file is empty.")
     try:
-        if raw.startswith(PNG_MAGIC) or raw.startswith(JPEG_MAGIC):
+        if raw.startswith((PNG_MAGIC, JPEG_MAGIC)):
             picture = _read_picture(raw)
             image, steps = to_fashion_mnist(picture)
             return [Item(name, None, image, steps)]

@@ -9,7 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import cli, export as export_script
+from experiments import cli
+from experiments import export as export_script
 from fmnist_jax import ensemble, restore
 from fmnist_jax.run_files import RunPaths
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from experiments import cli, predict as predict_script
+from experiments import cli
+from experiments import predict as predict_script
 from fmnist_jax import data, predict, restore
 from fmnist_jax.run_files import RunPaths
 
