@@ -73,6 +73,6 @@ def mlp_ensemble(tmp_path_factory):
     write_dataset(root / "idx", ds)
     flags = [f"--data_dir={root / 'idx'}", f"--results_dir={root / 'results'}",
              f"--checkpoint_dir={root / 'checkpoints'}"]
-    cli.invoke(cnn, ["--model=mlp", "--epochs=2", "--batch=40", "--seeds=2", "--run_name=mlp2",
+    cli.invoke(cnn, ["--model=mlp", "--epochs=1", "--batch=40", "--seeds=2", "--run_name=mlp2",
                      "--val_fraction=0.2", "--augment=none", *flags])
     return flags, ds, root / "results" / "mlp2"
