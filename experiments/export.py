@@ -4,8 +4,9 @@ without this package: only jax and numpy are needed to load and run it.
   python -m experiments.export --run=cnn_demo [--which=best|latest] [--member=I]
 
 Writes results/<run>/export_<which>[_member<i>]/: model.jax (images uint8 [b, 28, 28] -> float32
-[b, 10], any batch size b, CPU), model.json (input, output, class names) and load_model.py. For a
-run of several members the output is the log of their soft vote unless --member picks one.
+[b, 10], any batch size b; lowered for CPU, CUDA and TPU), model.json (input, output, class
+names) and load_model.py. For a run of several members the output is the log of their soft
+vote unless --member picks one.
 """
 
 from __future__ import annotations

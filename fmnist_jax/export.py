@@ -30,7 +30,7 @@ from fmnist_jax.errors import RunError
 from fmnist_jax.run_files import RunPaths, write_json
 
 LOADER = Path(__file__).with_name("export_loader.py")
-PLATFORMS = ("cpu",)
+PLATFORMS = ("cpu", "cuda", "tpu")    # lowered for each; the caller's backend picks its own
 
 
 def model_function(restored: restore.RestoredRun, member: int | None = None):

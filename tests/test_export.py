@@ -55,7 +55,7 @@ def test_export_round_trip_without_the_package(mlp_ensemble, tmp_path, capsys, m
     assert meta["output"]["meaning"] == ("logits" if member is not None else "log of the members' mean softmax (soft vote)")
     exported = jax.export.deserialize(bytearray((folder / "model.jax").read_bytes()))
     assert str(exported.in_avals[0].shape[0]) == "b" and exported.in_avals[0].shape[1:] == (28, 28)
-    assert "cpu" in exported.platforms
+    assert exported.platforms == ("cpu", "cuda", "tpu")
     np.save(tmp_path / "x.npy", IMAGES)
     done = subprocess.run([sys.executable, "-c", LOAD, str(folder), str(tmp_path / "x.npy"), str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
