@@ -145,7 +145,8 @@ def describe(summary: dict) -> str:
         + (f", mean confidence {summary['mean_confidence_correct']:.3f} when right and {wrong:.3f} when wrong"
            if wrong is not None and summary['mean_confidence_correct'] is not None else ""),
         f"weakest class: {worst[1]} ({worst[0]:.4f}); t-SNE of {summary['tsne_points']} test images "
-        f"({summary['feature_dim']}-d features of the {summary['features_of']}); feature maps of "
+        f"({summary['feature_dim']}-d features of "
+        f"{'the model' if summary['features_of'] == 'model' else summary['features_of']}); feature maps of "
         f"{len(summary['layers'])} layers for {len(summary['feature_images'])} images",
         f"files in {summary['folder']}",
     ])
