@@ -107,14 +107,15 @@ def preset(fv: flags.FlagValues):
 
 
 def define_run_flags(fv: flags.FlagValues, *, name: bool = True, checkpoints: bool = True,
-                     overwrite: bool = True) -> None:
-    """--results_dir, --data_dir (and --run_name, --checkpoint_dir, --overwrite)."""
+                     overwrite: bool = True, data: bool = True) -> None:
+    """--results_dir (and --data_dir, --run_name, --checkpoint_dir, --overwrite)."""
     if name:
         flags.DEFINE_string("run_name", None, "Run folder name: letters, digits, '-', '_', '.' "
                             "(default: derived from the flags).", flag_values=fv)
     flags.DEFINE_string("results_dir", "results", "Where results/<run>/ is written.", flag_values=fv)
-    flags.DEFINE_string("data_dir", None, "Folder of the IDX files (default: $FMNIST_DATA_DIR, ./data/<dataset>, "
-                        "then Debian's /usr/share/datasets/fashion-mnist).", flag_values=fv)
+    if data:
+        flags.DEFINE_string("data_dir", None, "Folder of the IDX files (default: $FMNIST_DATA_DIR, ./data/<dataset>, "
+                            "then Debian's /usr/share/datasets/fashion-mnist for Fashion-MNIST).", flag_values=fv)
     if checkpoints:
         flags.DEFINE_string("checkpoint_dir", "checkpoints", "Where checkpoints/<run>/ is kept.", flag_values=fv)
     if overwrite:

@@ -68,12 +68,13 @@ class RunCheckpoints:
         (a state, or an abstract state such as Trainer.abstract_state())."""
         return _restore(self.manager, epoch, like, f"epoch {epoch} from {self.directory}")
 
-    def restore_latest(self, like: Any) -> tuple[int, Any] | tuple[None, None]:
+    def restore_latest(self, like: Any, repair: bool = True) -> tuple[int, Any] | tuple[None, None]:
         """(epoch, state) of the newest checkpoint that restores, or (None, None) if there is none.
 
-        A newer checkpoint that fails to restore is reported in one warning and deleted, so the
-        run continues from the one before (and the next save can take its place). When every
-        checkpoint fails, CheckpointError.
+        A newer checkpoint that fails to restore is reported in one warning and, with `repair`
+        (the run's writer, holding its lock), deleted, so the run continues from the one before
+        and the next save can take its place. Readers pass repair=False. When every checkpoint
+        fails, CheckpointError.
         """
         failures = []
         for epoch in reversed(self.epochs()):
@@ -84,7 +85,7 @@ class RunCheckpoints:
                 continue
             for bad in failures:
                 log.warning("%s; continuing from epoch %d instead.", str(bad).rstrip("."), epoch)
-            for newer in self.epochs():
+            for newer in self.epochs() if repair else ():
                 if newer > epoch:
                     self.manager.delete(newer)
             return epoch, state

@@ -156,6 +156,10 @@ def _load_idx(dataset: str, directory: Path, verify: bool | None) -> Dataset:
             if digest != FASHION_MNIST_SHA256[key]:
                 raise DataError(f"{path}: sha256 {digest[:12]}... does not match the published "
                                 "Fashion-MNIST file; the file is corrupt or not Fashion-MNIST.")
+        elif dataset == "mnist" and len(payload) in _canonical_sizes() and \
+                hashlib.sha256(payload).hexdigest() == FASHION_MNIST_SHA256[key]:
+            raise DataError(f"{path}: this is Fashion-MNIST, not MNIST; point --data_dir (or "
+                            "FMNIST_DATA_DIR) at MNIST's files for --dataset=mnist.")
         arrays[key] = parse_idx(payload, str(path))
     ds = _validate(Dataset(**arrays), str(directory))
     log.info("loaded %s from %s: %d train, %d test", dataset, directory,
@@ -216,7 +220,16 @@ def load(dataset: str = "fashion_mnist", data_dir: str | os.PathLike | None = No
     raise DataError(f"{dataset} not found ({'; '.join(problems)}). {_how_to_get(dataset)}")
 
 
+MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
+
+
 def _how_to_get(dataset: str) -> str:
+    if dataset == "mnist":
+        return ("MNIST is not in Debian's archive: download train-images-idx3-ubyte.gz, "
+                "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz "
+                f"from {MNIST_URL} (a mirror of yann.lecun.com/exdb/mnist) into data/mnist/ "
+                "(or pass --data_dir / set FMNIST_DATA_DIR to their folder), or "
+                "`pip install -e '.[tfds]'` and use --source=tfds with internet access.")
     return ("Get it one of three ways: `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
             f"put the four IDX files in data/{dataset}/ (or pass --data_dir / set FMNIST_DATA_DIR), "
             "or `pip install -e '.[tfds]'` and use --source=tfds with internet access.")

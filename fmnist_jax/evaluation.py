@@ -12,16 +12,16 @@ import logging
 
 import numpy as np
 
-from fmnist_jax import checkpoint, data, ensemble, report, train
+from fmnist_jax import data, ensemble, report, restore
 from fmnist_jax.config import TrainConfig
-from fmnist_jax.errors import ConfigError, RunError
+from fmnist_jax.errors import ConfigError
 from fmnist_jax.models import layers
 from fmnist_jax.run import load_trainer
 from fmnist_jax.run_files import RunPaths, write_json
 
 log = logging.getLogger(__name__)
 
-WHICH = ("best", "latest")
+WHICH = restore.WHICH
 
 
 def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member: int | None = None, *,
@@ -32,8 +32,7 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member
     tta: average each member's softmax with that of the mirrored image. member: report on this
     member alone instead of the ensemble. conv_impl / eval_batch: how to execute (None: as trained).
     """
-    if which not in WHICH:
-        raise ConfigError("which", f"does not know {which!r}; choose from {', '.join(WHICH)}.")
+    restore.check_which(which)
     # The execution overrides are checked as any config's, before the run is read.
     dataclasses.replace(TrainConfig(), conv_impl=conv_impl or "auto", eval_batch=eval_batch or 1).validate()
     if eval_batch is not None and eval_batch < 1:
@@ -42,17 +41,8 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member
     n_members = t.n_members
     if member is not None and not 0 <= member < n_members:
         raise ConfigError("member", f"must be in 0..{n_members - 1} for run {paths.name!r}, got {member}.")
-    if not paths.checkpoints.exists():
-        raise RunError(f"run {paths.name!r} has no checkpoints in {paths.checkpoints}.")
-    ckpts = checkpoint.RunCheckpoints(paths.checkpoints)
-    try:
-        epoch = ckpts.latest_epoch()
-        if epoch is None:
-            raise RunError(f"run {paths.name!r} has no checkpoint in {paths.checkpoints}.")
-        state = ckpts.restore(epoch, t.abstract_state())
-    finally:
-        ckpts.close()
-    variables = state.best if which == "best" else train.variables_of(state.train)
+    restored = restore.restore_run(paths, which, mesh=t.mesh, conv_impl=conv_impl, eval_batch=eval_batch)
+    variables = restored.variables
     x_test = t.replicate(ds.x_test)
     logits = t.predict(variables, x_test)
     probs = ensemble.member_probabilities(logits, t.predict(variables, x_test, flip=True) if tta else None)
@@ -66,7 +56,7 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member
     suffix = ("" if member is None else f"_member{member}") + ("_tta" if tta else "")
     out = paths.results / f"eval_{which}{suffix}"
     out.mkdir(parents=True, exist_ok=True)
-    epochs = np.asarray(state.best_epoch).tolist() if which == "best" else [epoch] * n_members
+    epochs = restored.epochs
     subject = "ensemble" if member is None else f"member {member}"
     metrics = {"run": paths.name, "which": which, "member": member, "epochs": epochs, "tta": tta,
                "subject": subject if n_members > 1 else "model",

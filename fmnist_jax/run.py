@@ -58,8 +58,8 @@ def build_trainer(cfg: train.TrainConfig, members: Sequence[trainer.Member], ds:
     return trainer.Trainer(cfg, x, y, train_idx, val_idx, members)
 
 
-def load_trainer(paths: RunPaths, *, data_dir=None, **execution) -> tuple[trainer.Trainer, data.Dataset]:
-    """The Trainer of an existing run, from its config.json, and its dataset.
+def saved_config(paths: RunPaths, **execution) -> tuple[train.TrainConfig, list[trainer.Member]]:
+    """An existing run's TrainConfig and members, from its config.json.
 
     `execution` may override the fields that do not change results (config.EXECUTION_FIELDS,
     e.g. conv_impl="matmul"); None leaves the saved value.
@@ -71,7 +71,15 @@ def load_trainer(paths: RunPaths, *, data_dir=None, **execution) -> tuple[traine
         raise ValueError(f"only execution fields can be overridden, not {sorted(unknown)}.")
     cfg = dataclasses.replace(config.from_record(record), **overrides)
     cfg.validate()
-    members = [trainer.Member.from_dict(m) for m in record.get("members", [{"seed": cfg.seed}])]
+    return cfg, [trainer.Member.from_dict(m) for m in record.get("members", [{"seed": cfg.seed}])]
+
+
+def load_trainer(paths: RunPaths, *, data_dir=None, **execution) -> tuple[trainer.Trainer, data.Dataset]:
+    """The Trainer of an existing run, from its config.json, and its dataset.
+
+    `execution` may override the fields that do not change results (see `saved_config`).
+    """
+    cfg, members = saved_config(paths, **execution)
     ds = data.load(cfg.dataset, data_dir)
     return build_trainer(cfg, members, ds), ds
 

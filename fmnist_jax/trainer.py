@@ -289,9 +289,7 @@ class Trainer:
 
     def abstract_state(self) -> RunState:
         """Shapes, dtypes and shardings of the run state, without computing it (for restoring)."""
-        shapes = jax.eval_shape(self._init, self.init_keys, self.hparams)
-        by_member = sharding.member_sharding(self.mesh)
-        return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=by_member), shapes)
+        return abstract_run_state(self.cfg, self.members, self.mesh)
 
     def train_epoch(self, state: RunState, epoch: int, progress: Callable[[int, int], None] | None = None,
                     *, start_step: int = 0, totals: dict | None = None,
@@ -362,6 +360,21 @@ class Interrupted(Exception):
     def __init__(self, epoch: int, steps_done: int, sums: dict, state: RunState):
         super().__init__(f"stopped in epoch {epoch + 1} after {steps_done} steps")
         self.epoch, self.steps_done, self.sums, self.state = epoch, steps_done, sums, state
+
+
+def abstract_run_state(cfg: train.TrainConfig, members: Sequence[Member], mesh) -> RunState:
+    """Shapes, dtypes and shardings (member axis over `mesh`) of the run state of `members`.
+
+    Needs no data: what a checkpoint is restored against when only the variables are wanted.
+    """
+    model = train.build_model(cfg)
+    tx = train.make_optimizer(cfg, 1)     # the state's structure does not depend on the step count
+    init = jax.vmap(Trainer._init_run_state(functools.partial(train.init_state, model, tx)))
+    keys = jax.vmap(train.run_keys)(jnp.asarray([m.seed for m in members])).init
+    hparams = _stack([train.HParams.create(cfg, **m.hparams) for m in members])
+    shapes = jax.eval_shape(init, keys, hparams)
+    by_member = sharding.member_sharding(mesh)
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=by_member), shapes)
 
 
 def _keep_best(state: RunState, val_accuracy, epoch) -> RunState:

@@ -72,3 +72,18 @@ def real_data():
         return data.load("fashion_mnist", source="idx")
     except data.DataError as e:
         pytest.skip(f"real Fashion-MNIST not installed: {e}")
+
+
+@pytest.fixture(scope="session")
+def mlp_ensemble(tmp_path_factory):
+    """A trained run of two small `mlp` members on synthetic data (shared by the analysis,
+    prediction and export tests): (flags pointing at it, the dataset, the results folder)."""
+    from experiments import cli, cnn
+    root = tmp_path_factory.mktemp("mlp_ensemble")
+    ds = make_dataset(n_train=200, n_test=60, seed=1)
+    write_dataset(root / "idx", ds)
+    flags = [f"--data_dir={root / 'idx'}", f"--results_dir={root / 'results'}",
+             f"--checkpoint_dir={root / 'checkpoints'}"]
+    cli.invoke(cnn, ["--model=mlp", "--epochs=1", "--batch=40", "--seeds=2", "--run_name=mlp2",
+                     "--val_fraction=0.2", "--augment=none", *flags])
+    return flags, ds, root / "results" / "mlp2"

@@ -6,7 +6,7 @@ import dataclasses
 import pytest
 from absl import flags
 
-from experiments import cli, cnn, evaluate, knn, sweep
+from experiments import analyze, cli, cnn, evaluate, export, knn, predict, sweep
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.knn_run import KnnConfig
 
@@ -52,6 +52,24 @@ BAD_FLAGS = [
     (evaluate, ["--run=x", "--conv_impl=fft"], "--conv_impl", "does not know 'fft'"),
     (evaluate, ["--run=x", "--eval_batch=0"], "--eval_batch", "must be at least 1"),
     (evaluate, ["--run=x", "--lr=0.1"], "lr", "Unknown command line flag"),
+    (analyze, [], "--run", "is required"),
+    (analyze, ["--run=nothing"], "no run 'nothing'", ""),
+    (analyze, ["--run=../x"], "--run", "must be a plain folder name"),
+    (analyze, ["--run=x", "--which=worst"], "--which", "value should be one of"),
+    (analyze, ["--run=x", "--tsne_points=-1"], "--tsne_points", "must be 0 (every test image) or positive"),
+    (analyze, ["--run=x", "--tsne_iter=10"], "--tsne_iter", "must be at least 250"),
+    (analyze, ["--run=x", "--feature_images=0"], "--feature_images", "must be in 1..16"),
+    (analyze, ["--run=x", "--epochs=3"], "epochs", "Unknown command line flag"),
+    (predict, ["a.png"], "--run", "is required"),
+    (predict, ["--run=x"], "no files given", ""),
+    (predict, ["--run=nothing", "a.png"], "no run 'nothing'", ""),
+    (predict, ["--run=../x", "a.png"], "--run", "must be a plain folder name"),
+    (predict, ["--run=x", "--which=worst", "a.png"], "--which", "value should be one of"),
+    (export, [], "--run", "is required"),
+    (export, ["--run=nothing"], "no run 'nothing'", ""),
+    (export, ["--run=../x"], "--run", "must be a plain folder name"),
+    (export, ["--run=x", "--which=worst"], "--which", "value should be one of"),
+    (export, ["--run=x", "extra"], "unexpected argument 'extra'", ""),
     (knn, ["--k=0"], "--k", "must be at least 1"),
     (knn, ["--k=500"], "--k", "larger than the training set"),
     (knn, ["--k=five"], "--k", "must be a comma list of integers"),
@@ -66,7 +84,7 @@ BAD_FLAGS = [
 @pytest.mark.parametrize("script, argv, flag, problem", BAD_FLAGS,
                          ids=[f"{s.__name__.split('.')[-1]}:{' '.join(a) or 'none'}" for s, a, _, _ in BAD_FLAGS])
 def test_a_bad_flag_is_one_sentence_naming_it(dirs, tmp_path, capsys, script, argv, flag, problem):
-    paths = dirs if script is not knn else dirs[:2]
+    paths = dirs[:2] if script is knn else dirs[1:] if script in (predict, export) else dirs
     with pytest.raises(SystemExit) as exit_info:
         cli.invoke(script, [*paths, *argv])
     err = capsys.readouterr().err
@@ -90,6 +108,10 @@ def test_each_script_defines_only_what_it_uses():
     assert _flag_names(sweep) == _flag_names(cnn)
     assert _flag_names(evaluate) == {"run", "which", "tta", "member", "conv_impl", "eval_batch",
                                      "results_dir", "checkpoint_dir", "data_dir"}
+    assert _flag_names(analyze) == {"run", "which", "member", "tsne_points", "tsne_iter", "feature_images",
+                                    "results_dir", "checkpoint_dir", "data_dir"}
+    assert _flag_names(predict) == {"run", "which", "json", "results_dir", "checkpoint_dir"}
+    assert _flag_names(export) == {"run", "which", "member", "results_dir", "checkpoint_dir"}
     assert _flag_names(knn) == {f.name for f in dataclasses.fields(KnnConfig)} | {"run_name", "results_dir", "data_dir"}
 
 

@@ -12,7 +12,7 @@ import functools
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, max_pool, preprocess
+from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, max_pool, preprocess, record
 
 
 class ConvBN(nn.Module):
@@ -23,7 +23,7 @@ class ConvBN(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         x = Conv(self.features, (self.kernel, self.kernel), use_bias=False, impl=self.conv_impl)(x)
-        return nn.relu(BatchNorm(use_running_average=not train)(x))
+        return record(self, "conv", nn.relu(BatchNorm(use_running_average=not train)(x)))
 
 
 class InceptionBlock(nn.Module):
@@ -40,7 +40,7 @@ class InceptionBlock(nn.Module):
         one = conv(self.b1, 1)(x, train=train)
         three = conv(self.b3, 3)(conv(self.b3 // 2, 1)(x, train=train), train=train)
         five = conv(self.b5, 5)(conv(self.b5 // 2, 1)(x, train=train), train=train)
-        pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+        pooled = record(self, "pool", nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME"))
         pooled = conv(self.bpool, 1)(pooled, train=train)
         return jnp.concatenate([one, three, five, pooled], axis=-1)
 
@@ -57,9 +57,10 @@ class InceptionNet(nn.Module):
         x = ConvBN(32, 3, self.conv_impl)(preprocess(x), train=train)
         x = block(16, 32, 8, 8)(x, train=train)
         x = block(32, 48, 16, 16)(x, train=train)
-        x = max_pool(x)
+        x = record(self, "pool1", max_pool(x))
         x = block(48, 64, 16, 16)(x, train=train)
         x = block(64, 96, 32, 32)(x, train=train)
-        x = max_pool(x)
-        x = Dropout(self.dropout, deterministic=not train)(x.mean(axis=(1, 2)), dropout_scale)
+        x = record(self, "pool2", max_pool(x))
+        x = record(self, "features", x.mean(axis=(1, 2)))   # global average pool
+        x = Dropout(self.dropout, deterministic=not train)(x, dropout_scale)
         return Dense(self.num_classes)(x)

@@ -236,6 +236,22 @@ def max_pool(x, size: int = 2):
     return x.reshape(n, h // size, size, w // size, size, c).max(axis=(2, 4))
 
 
+INTERMEDIATES = "intermediates"
+
+
+def record(module: nn.Module, name: str, x):
+    """Sows `x` into the "intermediates" collection under `name` and returns it unchanged.
+
+    A no-op unless the model is applied with ``mutable=["intermediates"]`` (see
+    `fmnist_jax.analysis`), so training and prediction are unaffected. The zoo names convolution
+    outputs (after their activation where one follows) "conv<i>" and pooling outputs "pool<i>",
+    and records the penultimate activations (the input of the classifier) as "features". Sowing
+    adds no parameters, so parameter trees and checkpoints are unchanged.
+    """
+    module.sow(INTERMEDIATES, name, x)
+    return x
+
+
 def flatten(x):
     return x.reshape(x.shape[0], -1)
 

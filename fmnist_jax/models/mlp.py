@@ -6,7 +6,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from fmnist_jax.models.layers import Dense, Dropout, flatten, preprocess
+from fmnist_jax.models.layers import Dense, Dropout, flatten, preprocess, record
 
 
 class MLP(nn.Module):
@@ -19,6 +19,9 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = flatten(preprocess(x))
-        for width in self.hidden:
-            x = Dropout(self.dropout, deterministic=not train)(nn.relu(Dense(width)(x)), dropout_scale)
+        for i, width in enumerate(self.hidden):
+            x = nn.relu(Dense(width)(x))
+            if i == len(self.hidden) - 1:
+                record(self, "features", x)
+            x = Dropout(self.dropout, deterministic=not train)(x, dropout_scale)
         return Dense(self.num_classes)(x)

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, preprocess
+from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, preprocess, record
 
 
 class BasicBlock(nn.Module):
@@ -18,13 +18,13 @@ class BasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False, impl=self.conv_impl)(x)
-        y = nn.relu(BatchNorm(use_running_average=not train)(y))
+        y = record(self, "conv1", nn.relu(BatchNorm(use_running_average=not train)(y)))
         y = Conv(self.features, use_bias=False, impl=self.conv_impl)(y)
         y = BatchNorm(use_running_average=not train)(y)
         if x.shape[-1] != self.features or self.strides != 1:
             x = Conv(self.features, (1, 1), (self.strides,) * 2, use_bias=False, impl=self.conv_impl)(x)
-            x = BatchNorm(use_running_average=not train)(x)
-        return nn.relu(x + y)
+            x = record(self, "conv_shortcut", BatchNorm(use_running_average=not train)(x))
+        return record(self, "conv2", nn.relu(x + y))
 
 
 class PreActBlock(nn.Module):
@@ -40,12 +40,13 @@ class PreActBlock(nn.Module):
         shortcut = x
         if x.shape[-1] != self.features or self.strides != 1:
             shortcut = Conv(self.features, (1, 1), (self.strides,) * 2, use_bias=False, impl=self.conv_impl)(pre)
+            record(self, "conv_shortcut", shortcut)
         y = Conv(self.features, strides=(self.strides,) * 2, use_bias=False, impl=self.conv_impl)(pre)
-        y = nn.relu(BatchNorm(use_running_average=not train)(y))
+        y = record(self, "conv1", nn.relu(BatchNorm(use_running_average=not train)(y)))
         if self.dropout:
             y = Dropout(self.dropout, deterministic=not train)(y, dropout_scale)
         y = Conv(self.features, use_bias=False, impl=self.conv_impl)(y)
-        return shortcut + y
+        return record(self, "conv2", shortcut + y)
 
 
 class ResNet(nn.Module):
@@ -62,6 +63,7 @@ class ResNet(nn.Module):
         x = Conv(self.widths[0], use_bias=False, impl=self.conv_impl)(preprocess(x))
         if not self.preact:
             x = nn.relu(BatchNorm(use_running_average=not train)(x))
+        record(self, "conv1", x)
         for stage, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
             for b in range(blocks):
                 strides = 2 if stage > 0 and b == 0 else 1
@@ -72,7 +74,7 @@ class ResNet(nn.Module):
                     x = BasicBlock(width, strides, self.conv_impl)(x, train=train)
         if self.preact:
             x = nn.relu(BatchNorm(use_running_average=not train)(x))
-        return Dense(self.num_classes)(x.mean(axis=(1, 2)))
+        return Dense(self.num_classes)(record(self, "features", x.mean(axis=(1, 2))))   # global average pool
 
 
 def wide_resnet(depth: int = 16, width: int = 4, dropout: float = 0.0, **kw) -> ResNet:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, flatten, max_pool, preprocess
+from fmnist_jax.models.layers import BatchNorm, Conv, Dense, Dropout, flatten, max_pool, preprocess, record
 
 
 class Seed002Net(nn.Module):
@@ -26,17 +26,17 @@ class Seed002Net(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
-        x = nn.relu(Conv(64, impl=self.conv_impl)(x))
+        x = record(self, "conv1", nn.relu(Conv(64, impl=self.conv_impl)(x)))
         x = BatchNorm(use_running_average=not train)(x)
-        x = nn.relu(Conv(64, impl=self.conv_impl)(x))
-        x = Dropout(self.conv_dropout, deterministic=not train)(max_pool(x), dropout_scale)
-        x = nn.relu(Conv(128, impl=self.conv_impl)(x))
-        x = Dropout(self.conv_dropout, deterministic=not train)(max_pool(x), dropout_scale)
+        x = record(self, "conv2", nn.relu(Conv(64, impl=self.conv_impl)(x)))
+        x = Dropout(self.conv_dropout, deterministic=not train)(record(self, "pool1", max_pool(x)), dropout_scale)
+        x = record(self, "conv3", nn.relu(Conv(128, impl=self.conv_impl)(x)))
+        x = Dropout(self.conv_dropout, deterministic=not train)(record(self, "pool2", max_pool(x)), dropout_scale)
         x = nn.relu(Dense(512)(flatten(x)))
         x = Dropout(self.dense_dropout, deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(256)(x))
         x = Dropout(self.dense_dropout, deterministic=not train)(x, dropout_scale)
-        x = BatchNorm(use_running_average=not train)(x)
+        x = record(self, "features", BatchNorm(use_running_average=not train)(x))
         return Dense(self.num_classes)(x)
 
 
@@ -48,14 +48,14 @@ class Seed003SimpleCNN(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
-        x = nn.relu(Conv(64, (4, 4), impl=self.conv_impl)(x))
-        x = Dropout(0.1, deterministic=not train)(max_pool(x), dropout_scale)
-        x = nn.relu(Conv(64, (4, 4), padding="VALID", impl=self.conv_impl)(x))
-        x = Dropout(0.3, deterministic=not train)(max_pool(x), dropout_scale)
+        x = record(self, "conv1", nn.relu(Conv(64, (4, 4), impl=self.conv_impl)(x)))
+        x = Dropout(0.1, deterministic=not train)(record(self, "pool1", max_pool(x)), dropout_scale)
+        x = record(self, "conv2", nn.relu(Conv(64, (4, 4), padding="VALID", impl=self.conv_impl)(x)))
+        x = Dropout(0.3, deterministic=not train)(record(self, "pool2", max_pool(x)), dropout_scale)
         x = nn.relu(Dense(256)(flatten(x)))
         x = Dropout(0.5, deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(64)(x))
-        x = BatchNorm(use_running_average=not train)(x)
+        x = record(self, "features", BatchNorm(use_running_average=not train)(x))
         return Dense(self.num_classes)(x)
 
 
@@ -69,10 +69,11 @@ class Seed004FourLayerCNN(nn.Module):
     def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = preprocess(x)
         for stage, features in enumerate((32, 64)):
-            for _ in range(2):
+            for i in range(2):
                 x = Conv(features, use_bias=False, impl=self.conv_impl)(x)
-                x = nn.relu(BatchNorm(use_running_average=not train)(x))
-            x = Dropout(self.dropout, deterministic=not train)(max_pool(x), dropout_scale)
-        x = nn.relu(Dense(128)(flatten(x)))
+                x = record(self, f"conv{2 * stage + i + 1}", nn.relu(BatchNorm(use_running_average=not train)(x)))
+            x = Dropout(self.dropout, deterministic=not train)(record(self, f"pool{stage + 1}", max_pool(x)),
+                                                               dropout_scale)
+        x = record(self, "features", nn.relu(Dense(128)(flatten(x))))
         x = Dropout(2 * self.dropout, deterministic=not train)(x, dropout_scale)
         return Dense(self.num_classes)(x)

@@ -1,0 +1,45 @@
+"""Export a trained run as serialized StableHLO (jax.export) with its weights inside, for use
+without this package: only jax and numpy are needed to load and run it.
+
+  python -m experiments.export --run=cnn_demo [--which=best|latest] [--member=I]
+
+Writes results/<run>/export_<which>[_member<i>]/: model.jax (images uint8 [b, 28, 28] -> float32
+[b, 10], any batch size b; lowered for CPU, CUDA and TPU), model.json (input, output, class
+names) and load_model.py. For a run of several members the output is the log of their soft
+vote unless --member picks one.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+
+from experiments import cli
+from fmnist_jax import export, restore
+from fmnist_jax.errors import ConfigError
+from fmnist_jax.run_files import RunPaths, check_run_name
+
+
+def define_flags(fv) -> None:
+    flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).", flag_values=fv)
+    flags.DEFINE_enum("which", "best", list(restore.WHICH),
+                      "Each member's best-validation variables, or the latest epoch's.", flag_values=fv)
+    flags.DEFINE_integer("member", None, "Export this member alone (0-based) instead of the ensemble's soft vote.",
+                         flag_values=fv)
+    cli.define_run_flags(fv, name=False, overwrite=False, data=False)
+
+
+def main(fv, args) -> dict:
+    if not fv.run:
+        raise ConfigError("run", "is required: the name of a trained run (a folder of results/).")
+    paths = RunPaths(check_run_name(fv.run, field="run"), fv.results_dir, fv.checkpoint_dir)
+    info = export.export_run(paths, fv.which, fv.member)
+    print(f"{paths.name} ({fv.which}, {info['output']['meaning']}) exported: {info['bytes']:,} bytes of StableHLO "
+          f"for {', '.join(info['platforms'])}, any batch size; files in {info['folder']} "
+          f"(load with jax.export.deserialize, see load_model.py)")
+    return info
+
+
+if __name__ == "__main__":
+    cli.run_script(sys.modules[__name__])
