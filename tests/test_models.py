@@ -1,5 +1,7 @@
 """The zoo: pinned parameter counts, output shapes, train/eval modes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,14 +50,16 @@ def test_parameter_count(name):
 def test_forward_shapes_and_modes(name):
     model = models.create(name)
     x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 28, 28)), jnp.uint8)
-    variables = model.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=False)
-    logits = model.apply(variables, x, train=False)
+    # Jitted: applied eagerly, every operation of a deep net is compiled on its own.
+    variables = jax.jit(functools.partial(model.init, train=False))(
+        {"params": jax.random.key(0), "dropout": jax.random.key(1)}, x)
+    evaluate = jax.jit(functools.partial(model.apply, train=False))
+    logits = evaluate(variables, x)
     assert logits.shape == (3, 10) and jnp.all(jnp.isfinite(logits))
     # NHWC float input gives the same logits as uint8 (preprocessing divides by 255).
-    np.testing.assert_allclose(model.apply(variables, x[..., None] / 255.0, train=False), logits,
-                               rtol=1e-4, atol=1e-4)
-    out, updates = model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(2)},
-                               mutable=["batch_stats"])
+    np.testing.assert_allclose(evaluate(variables, x[..., None] / 255.0), logits, rtol=1e-4, atol=1e-4)
+    out, updates = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
+        variables, x, rngs={"dropout": jax.random.key(2)})
     assert out.shape == (3, 10)
 
 
