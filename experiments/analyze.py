@@ -18,15 +18,11 @@ import sys
 from absl import flags
 
 from experiments import cli
-from fmnist_jax import analysis_run, restore
-from fmnist_jax.errors import ConfigError
-from fmnist_jax.run_files import RunPaths, check_run_name
+from fmnist_jax import analysis_run
 
 
 def define_flags(fv) -> None:
-    flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).", flag_values=fv)
-    flags.DEFINE_enum("which", "best", list(restore.WHICH),
-                      "Each member's best-validation variables, or the latest epoch's.", flag_values=fv)
+    cli.define_trained_run_flags(fv)
     flags.DEFINE_integer("member", None, "Analyse this member alone (0-based) instead of the ensemble's soft "
                          "vote; features and feature maps are of this member (default: member 0).", flag_values=fv)
     flags.DEFINE_integer("tsne_points", 2000, "Test images in the t-SNE plots, a seeded sample (0: all).",
@@ -35,13 +31,10 @@ def define_flags(fv) -> None:
                          flag_values=fv)
     flags.DEFINE_integer("feature_images", 4, "Test images whose feature maps are drawn (one per class first).",
                          flag_values=fv)
-    cli.define_run_flags(fv, name=False, overwrite=False)
 
 
 def main(fv, args) -> dict:
-    if not fv.run:
-        raise ConfigError("run", "is required: the name of a trained run (a folder of results/).")
-    paths = RunPaths(check_run_name(fv.run, field="run"), fv.results_dir, fv.checkpoint_dir)
+    paths = cli.trained_run_paths(fv)
     summary = analysis_run.analyze_run(paths, fv.which, fv.member, data_dir=fv.data_dir,
                                        tsne_points=fv.tsne_points, feature_images=fv.feature_images,
                                        tsne_iter=fv.tsne_iter)

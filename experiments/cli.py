@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 from absl import app, flags
 from absl import logging as absl_logging
 
-from fmnist_jax import host_memory, presets, sharding
+from fmnist_jax import host_memory, presets, restore, sharding
 from fmnist_jax.errors import ConfigError, UserError
 from fmnist_jax.run_files import RunPaths, check_run_name
 
@@ -121,6 +121,21 @@ def define_run_flags(fv: flags.FlagValues, *, name: bool = True, checkpoints: bo
     if overwrite:
         flags.DEFINE_bool("overwrite", False, "Start the run from scratch, deleting its checkpoints.",
                           flag_values=fv)
+
+
+def define_trained_run_flags(fv: flags.FlagValues, *, data: bool = True) -> None:
+    """--run and --which, and the folders, for a script that reads a trained run."""
+    flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).", flag_values=fv)
+    flags.DEFINE_enum("which", "best", list(restore.WHICH),
+                      "Each member's best-validation variables, or the latest epoch's.", flag_values=fv)
+    define_run_flags(fv, name=False, overwrite=False, data=data)
+
+
+def trained_run_paths(fv: flags.FlagValues) -> RunPaths:
+    """The folders of the trained run --run names (ConfigError when it is missing or not a plain name)."""
+    if not fv.run:
+        raise ConfigError("run", "is required: the name of a trained run (a folder of results/).")
+    return RunPaths(check_run_name(fv.run, field="run"), fv.results_dir, fv.checkpoint_dir)
 
 
 def run_paths(fv: flags.FlagValues, name: str | None = None) -> RunPaths:

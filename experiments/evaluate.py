@@ -18,26 +18,19 @@ from absl import flags
 from experiments import cli
 from fmnist_jax import evaluation
 from fmnist_jax.config import TrainConfig
-from fmnist_jax.errors import ConfigError
-from fmnist_jax.run_files import RunPaths, check_run_name
 
 
 def define_flags(fv) -> None:
-    flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).", flag_values=fv)
-    flags.DEFINE_enum("which", "best", list(evaluation.WHICH),
-                      "Each member's best-validation variables, or the latest epoch's.", flag_values=fv)
+    cli.define_trained_run_flags(fv)
     flags.DEFINE_bool("tta", False, "Average the prediction with the horizontally flipped image's.", flag_values=fv)
     flags.DEFINE_integer("member", None, "Report on this member alone (0-based) instead of the ensemble.",
                          flag_values=fv)
     cli.define_config_flags(fv, TrainConfig, only=("conv_impl", "eval_batch"),
                             defaults={"conv_impl": None, "eval_batch": None})
-    cli.define_run_flags(fv, name=False, overwrite=False)
 
 
 def main(fv, args) -> dict:
-    if not fv.run:
-        raise ConfigError("run", "is required: the name of a trained run (a folder of results/).")
-    paths = RunPaths(check_run_name(fv.run, field="run"), fv.results_dir, fv.checkpoint_dir)
+    paths = cli.trained_run_paths(fv)
     metrics = evaluation.evaluate_run(paths, fv.which, fv.tta, fv.member, data_dir=fv.data_dir,
                                       conv_impl=fv.conv_impl, eval_batch=fv.eval_batch)
     print(evaluation.describe(metrics))

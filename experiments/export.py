@@ -16,24 +16,17 @@ import sys
 from absl import flags
 
 from experiments import cli
-from fmnist_jax import export, restore
-from fmnist_jax.errors import ConfigError
-from fmnist_jax.run_files import RunPaths, check_run_name
+from fmnist_jax import export
 
 
 def define_flags(fv) -> None:
-    flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).", flag_values=fv)
-    flags.DEFINE_enum("which", "best", list(restore.WHICH),
-                      "Each member's best-validation variables, or the latest epoch's.", flag_values=fv)
+    cli.define_trained_run_flags(fv, data=False)
     flags.DEFINE_integer("member", None, "Export this member alone (0-based) instead of the ensemble's soft vote.",
                          flag_values=fv)
-    cli.define_run_flags(fv, name=False, overwrite=False, data=False)
 
 
 def main(fv, args) -> dict:
-    if not fv.run:
-        raise ConfigError("run", "is required: the name of a trained run (a folder of results/).")
-    paths = RunPaths(check_run_name(fv.run, field="run"), fv.results_dir, fv.checkpoint_dir)
+    paths = cli.trained_run_paths(fv)
     info = export.export_run(paths, fv.which, fv.member)
     print(f"{paths.name} ({fv.which}, {info['output']['meaning']}) exported: {info['bytes']:,} bytes of StableHLO "
           f"for {', '.join(info['platforms'])}, any batch size; files in {info['folder']} "

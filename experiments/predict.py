@@ -19,19 +19,15 @@ from absl import flags
 
 from experiments import cli
 from fmnist_jax import predict, restore
-from fmnist_jax.errors import ConfigError, UserError
-from fmnist_jax.run_files import RunPaths, check_run_name
+from fmnist_jax.errors import UserError
 
 TAKES_ARGS = True
 
 
 def define_flags(fv) -> None:
-    flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).", flag_values=fv)
-    flags.DEFINE_enum("which", "best", list(restore.WHICH),
-                      "Each member's best-validation variables, or the latest epoch's.", flag_values=fv)
+    cli.define_trained_run_flags(fv, data=False)
     flags.DEFINE_bool("json", False, "Print one JSON document (predictions and errors) instead of text.",
                       flag_values=fv)
-    cli.define_run_flags(fv, name=False, overwrite=False, data=False)
 
 
 def _line(result: dict) -> str:
@@ -41,11 +37,9 @@ def _line(result: dict) -> str:
 
 
 def main(fv, args) -> dict:
-    if not fv.run:
-        raise ConfigError("run", "is required: the name of a trained run (a folder of results/).")
+    paths = cli.trained_run_paths(fv)
     if not args:
         raise UserError("no files given: python -m experiments.predict --run=NAME FILE...")
-    paths = RunPaths(check_run_name(fv.run, field="run"), fv.results_dir, fv.checkpoint_dir)
     restored = restore.restore_run(paths, fv.which)
     items, errors = [], []
     for path in args:
