@@ -14,7 +14,6 @@ import numpy as np
 
 from fmnist_jax import data, ensemble, report, restore
 from fmnist_jax.config import TrainConfig
-from fmnist_jax.errors import ConfigError
 from fmnist_jax.models import layers
 from fmnist_jax.run import load_trainer
 from fmnist_jax.run_files import RunPaths, write_json
@@ -34,14 +33,12 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member
     """
     restore.check_which(which)
     # The execution overrides are checked as any config's, before the run is read.
-    dataclasses.replace(TrainConfig(), conv_impl=conv_impl or "auto", eval_batch=eval_batch or 1).validate()
-    if eval_batch is not None and eval_batch < 1:
-        raise ConfigError("eval_batch", f"must be at least 1, got {eval_batch}.")
+    dataclasses.replace(TrainConfig(), conv_impl=conv_impl or "auto",
+                        eval_batch=1 if eval_batch is None else eval_batch).validate()
     t, ds = load_trainer(paths, data_dir=data_dir, conv_impl=conv_impl, eval_batch=eval_batch)
-    n_members = t.n_members
-    if member is not None and not 0 <= member < n_members:
-        raise ConfigError("member", f"must be in 0..{n_members - 1} for run {paths.name!r}, got {member}.")
     restored = restore.restore_run(paths, which, mesh=t.mesh, conv_impl=conv_impl, eval_batch=eval_batch)
+    restored.check_member(member)
+    n_members = restored.n_members
     variables = restored.variables
     x_test = t.replicate(ds.x_test)
     logits = t.predict(variables, x_test)

@@ -30,13 +30,13 @@ _held: dict[Path, tuple[int, int]] = {}   # lock path -> (file descriptor, depth
 def hold(run_checkpoints: Path, run_name: str) -> Iterator[None]:
     """Holds the run's lock for the block; RunError if another process holds it."""
     path = (Path(run_checkpoints) / LOCK_NAME).absolute()
-    if path in _held:
+    if path in _held:                      # this process holds it already (a sweep and its groups)
         fd, depth = _held[path]
         _held[path] = (fd, depth + 1)
         try:
             yield
         finally:
-            _held[path] = (fd, _held[path][1] - 1)
+            _held[path] = (fd, depth)
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,9 +59,5 @@ def hold(run_checkpoints: Path, run_name: str) -> Iterator[None]:
     try:
         yield
     finally:
-        fd, depth = _held[path]
-        if depth > 1:
-            _held[path] = (fd, depth - 1)
-        else:
-            del _held[path]
-            os.close(fd)    # closing the descriptor releases the lock; the file stays (no unlink race)
+        del _held[path]
+        os.close(fd)    # closing the descriptor releases the lock; the file stays (no unlink race)
