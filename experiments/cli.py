@@ -106,6 +106,21 @@ def preset(fv: flags.FlagValues):
     return presets.get(fv.preset) if fv.preset else None
 
 
+def command_line(script, fv: flags.FlagValues) -> str:
+    """The command that repeats this invocation: ``python -m <script>`` and the script's flags
+    that were given explicitly, sorted, as absl writes them (--name=value, --flag, --noflag)."""
+    own = _own_flags(script)
+    given = [fv[name].serialize() for name in sorted(fv) if name in own and fv[name].present]
+    return " ".join([f"python -m {script.__name__}", *given])
+
+
+def _own_flags(script) -> set[str]:
+    """The flags the script defined (not absl's logging flags)."""
+    fresh = flags.FlagValues()
+    script.define_flags(fresh)
+    return set(fresh)
+
+
 def define_run_flags(fv: flags.FlagValues, *, name: bool = True, checkpoints: bool = True,
                      overwrite: bool = True, data: bool = True) -> None:
     """--results_dir (and --data_dir, --run_name, --checkpoint_dir, --overwrite)."""

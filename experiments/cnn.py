@@ -43,7 +43,9 @@ def main(fv, args) -> dict:
     paths = cli.run_paths(fv, f"{cfg.model}_s{cfg.seed}" + (f"x{cfg.seeds}" if cfg.seeds > 1 else ""))
     with interruption.StopRequests() as stop:
         result = run.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
-                                        progress=cli.ProgressBar(cfg.epochs), stop=stop)
+                                        progress=cli.ProgressBar(cfg.epochs), stop=stop,
+                                        invocation={"command": cli.command_line(sys.modules[__name__], fv),
+                                                    "preset": fv.preset})
     print(f"{summary.headline(result)} Results in {paths.results}")
     return result
 

@@ -37,6 +37,7 @@ class TrainedRun:
     history: list[dict]
     dataset: data.Dataset
     n_params: int
+    started_at_epoch: int = 0       # epochs already done when this process took the run up
 
     @property
     def name(self) -> str:
@@ -112,6 +113,7 @@ def train_run(cfg: train.TrainConfig, paths: RunPaths, members: Sequence[trainer
                 (out / "metrics.jsonl").unlink(missing_ok=True)
             write_json(out / "config.json", record)
             state, history, start_epoch, resume = _restore(ckpts, t, out, paths.name)
+            started_at_epoch = start_epoch
             n_params = sum(x[0].size for x in jax.tree.leaves(train.variables_of(state.train)))
             _log_start(paths, cfg, t, n_params)
             for result, state in t.epochs(state, start_epoch, progress, resume=resume, stop=stop):
@@ -128,7 +130,7 @@ def train_run(cfg: train.TrainConfig, paths: RunPaths, members: Sequence[trainer
                                             f"{t.steps_per_epoch}") from None
         finally:
             ckpts.close()
-    return TrainedRun(paths, t, state, history, ds, n_params)
+    return TrainedRun(paths, t, state, history, ds, n_params, started_at_epoch)
 
 
 def _restore(ckpts: checkpoint.RunCheckpoints, t: trainer.Trainer, out, name: str):
@@ -180,9 +182,10 @@ def _log_epoch(result: trainer.EpochResult, cfg: train.TrainConfig, t: trainer.T
 def train_and_evaluate(cfg: train.TrainConfig, paths: RunPaths,
                        members: Sequence[trainer.Member] | None = None, *, data_dir=None,
                        overwrite: bool = False, progress: Progress | None = None,
-                       stop: Callable[[], bool] | None = None) -> dict:
+                       stop: Callable[[], bool] | None = None, invocation: dict | None = None) -> dict:
     """Trains (or resumes) a run, then scores it on the test set; returns (and writes) its summary.
-    The run stays locked to this process until its summary is written."""
+    The run stays locked to this process until its summary is written. `invocation` (e.g. the
+    command and preset that started it) is recorded in the summary as it is."""
     with run_lock.hold(paths.checkpoints, paths.name):
         return summary.summarize(train_run(cfg, paths, members, data_dir=data_dir, overwrite=overwrite,
-                                           progress=progress, stop=stop))
+                                           progress=progress, stop=stop), invocation)

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import re
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -91,6 +92,8 @@ def environment() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
         "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_model": _cpu_model(),
     }
     for name in ("flax", "optax", "orbax.checkpoint"):
         try:
@@ -99,6 +102,32 @@ def environment() -> dict:
         except ImportError:
             pass
     return info
+
+
+def _cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo; elsewhere platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+_IMPORTED_AT = time.time()
+
+
+def process_seconds() -> float:
+    """Wall-clock seconds since this process started (Linux: from /proc, so interpreter start-up
+    and imports count; elsewhere since this module was imported). Time-to-accuracy figures
+    are measured from the command's start."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return uptime - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time() - _IMPORTED_AT
 
 
 def config_record(cfg: config.TrainConfig, members: Sequence) -> dict:

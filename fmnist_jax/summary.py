@@ -13,7 +13,7 @@ import numpy as np
 
 from fmnist_jax import ensemble, host_memory, report, sharding, train, trainer
 from fmnist_jax.models import layers
-from fmnist_jax.run_files import environment, write_json
+from fmnist_jax.run_files import environment, process_seconds, write_json
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,13 @@ def test_scores(t: trainer.Trainer, variables, x_test, y_test) -> dict:
             "tta": ensemble.score(ensemble.member_probabilities(logits, flipped), y_test)}
 
 
-def summarize(run) -> dict:
-    """Scores a `run.TrainedRun` on the test set; writes summary.json and history.png; returns the summary."""
+def summarize(run, invocation: dict | None = None) -> dict:
+    """Scores a `run.TrainedRun` on the test set; writes summary.json and history.png; returns the summary.
+
+    Besides the scores it records how long this process took from its start to here
+    (`wall_seconds`: start-up, compilation, training and the test evaluation; the time-to-accuracy
+    figure when `started_at_epoch` is 0, i.e. the run was not resumed) and `invocation`.
+    """
     t, state = run.trainer, run.state
     x_test = t.replicate(run.dataset.x_test)
     best = test_scores(t, state.best, x_test, run.dataset.y_test)
@@ -50,6 +55,8 @@ def summarize(run) -> dict:
         "test_accuracy_final": final["plain"]["mean_accuracy"],
         "test": {"best": best["plain"], "best_tta": best["tta"], "final": final["plain"], "final_tta": final["tta"]},
         "train_seconds": sum(h["seconds"] for h in run.history),
+        "started_at_epoch": run.started_at_epoch,
+        "invocation": invocation or {},
         "median_images_per_second": float(np.median([h["images_per_second"] for h in run.history]))
         if run.history else None,
         "conv_impl": layers.resolve_conv_impl(t.cfg.conv_impl),
@@ -58,6 +65,7 @@ def summarize(run) -> dict:
         "malloc_keeps_freed_memory": host_memory.is_kept(),
         "environment": environment(),
     }
+    result["wall_seconds"] = process_seconds()     # last: the test evaluation counts
     write_json(out / "summary.json", result)
     if run.history:
         report.plot_history(run.history, out / "history.png", title=f"{run.name} ({t.cfg.model})")

@@ -1,4 +1,8 @@
-"""The matmul and hybrid convolutions equal lax.conv: values and gradients, eagerly, jitted and vmapped."""
+"""The matmul and hybrid convolutions equal lax.conv: values and gradients, jitted and vmapped.
+
+Only jitted: eagerly the same jax.numpy code runs op by op, and compiling every op of a 49-slice
+im2col one at a time made this file the slowest of the suite. Kernel sizes 1, 3, 4 (even: the
+asymmetric SAME padding) and 5 cover every size the zoo uses."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +11,7 @@ import pytest
 
 from fmnist_jax.models import layers
 
-CONFIGS = [(k, s, p) for k in (1, 3, 4, 5, 7) for s in (1, 2) for p in ("SAME", "VALID")]
+CONFIGS = [(k, s, p) for k in (1, 3, 4, 5) for s in (1, 2) for p in ("SAME", "VALID")]
 OWN_IMPLS = {"matmul": layers.conv_matmul, "hybrid": layers.conv_hybrid}
 
 
@@ -24,7 +28,6 @@ def test_values_and_gradients_match_lax_conv(impl, k, stride, padding):
     x, w = _inputs(k)
     strides = (stride, stride)
     ref = layers.conv_xla(x, w, strides, padding)
-    np.testing.assert_allclose(conv(x, w, strides, padding), ref, rtol=1e-5, atol=1e-5)
     jitted = jax.jit(conv, static_argnums=(2, 3))
     np.testing.assert_allclose(jitted(x, w, strides, padding), ref, rtol=1e-5, atol=1e-5)
 
@@ -32,11 +35,10 @@ def test_values_and_gradients_match_lax_conv(impl, k, stride, padding):
         # A non-uniform cotangent, so every output position matters.
         return lambda x, w: (fn(x, w, strides, padding) * jnp.cos(jnp.arange(ref.size).reshape(ref.shape))).sum()
 
-    rx, rw = jax.grad(loss(layers.conv_xla), argnums=(0, 1))(x, w)
-    for grad in (jax.grad(loss(conv), argnums=(0, 1)), jax.jit(jax.grad(loss(conv), argnums=(0, 1)))):
-        gx, gw = grad(x, w)
-        np.testing.assert_allclose(gx, rx, rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(gw, rw, rtol=1e-4, atol=1e-4)
+    rx, rw = jax.jit(jax.grad(loss(layers.conv_xla), argnums=(0, 1)))(x, w)
+    gx, gw = jax.jit(jax.grad(loss(conv), argnums=(0, 1)))(x, w)
+    np.testing.assert_allclose(gx, rx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gw, rw, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("k, padding", [(3, "SAME"), (4, "SAME"), (4, "VALID"), (5, "SAME")])
@@ -65,7 +67,7 @@ def test_hybrid_second_input_gradient_matches_lax_conv():
     # The input gradient is itself a lax.conv, so gradients of gradients (e.g. a gradient
     # penalty) stay exact with respect to the input.
     x, w = _inputs(3)
-    g = lambda fn: jax.grad(lambda x: (jax.grad(lambda x: (fn(x, w) ** 2).sum())(x) ** 2).sum())(x)
+    g = lambda fn: jax.jit(jax.grad(lambda x: (jax.grad(lambda x: (fn(x, w) ** 2).sum())(x) ** 2).sum()))(x)
     np.testing.assert_allclose(g(layers.conv_hybrid), g(layers.conv_xla), rtol=1e-4, atol=1e-4)
 
 
@@ -77,7 +79,7 @@ def test_vmap_over_kernels(impl, k, stride):
     ws = jax.random.normal(jax.random.key(3), (4, k, k, 3, 4))
     fn = lambda impl: jax.jit(jax.vmap(lambda w: impl(x, w, (stride, stride), "SAME")))
     np.testing.assert_allclose(fn(conv)(ws), fn(layers.conv_xla)(ws), rtol=1e-5, atol=1e-5)
-    grads = lambda impl: jax.vmap(jax.grad(lambda w: (impl(x, w, (stride, stride), "SAME") ** 2).sum()))(ws)
+    grads = lambda impl: jax.jit(jax.vmap(jax.grad(lambda w: (impl(x, w, (stride, stride), "SAME") ** 2).sum())))(ws)
     np.testing.assert_allclose(grads(conv), grads(layers.conv_xla), rtol=1e-4, atol=1e-3)
 
 
@@ -106,5 +108,5 @@ def test_max_pool_matches_flax_values_and_gradients(size):
     ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))
     np.testing.assert_array_equal(layers.max_pool(x), ref(x))
     weights = jax.random.normal(jax.random.key(1), ref(x).shape)
-    grad = lambda fn: jax.grad(lambda x: (fn(x) * weights).sum())(x)
+    grad = lambda fn: jax.jit(jax.grad(lambda x: (fn(x) * weights).sum()))(x)
     np.testing.assert_allclose(grad(layers.max_pool), grad(ref), rtol=1e-6)

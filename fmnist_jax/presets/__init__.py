@@ -1,7 +1,8 @@
 """Named training configurations: one module per earlier project and per recipe.
 
 Each module's docstring says what it reproduces, the number to compare with, and the command;
-its `CONFIG` is a `TrainConfig`. `experiments.cnn --preset=NAME` starts from it, and flags given
+its `CONFIG` is a `TrainConfig` and its `REFERENCE` the number the results table
+compares with. `experiments.cnn --preset=NAME` starts from it, and flags given
 explicitly override its fields.
 """
 
@@ -20,6 +21,12 @@ def get(name: str) -> TrainConfig:
     if name not in NAMES:
         raise ConfigError("preset", f"does not know {name!r}; choose from {', '.join(NAMES)}.")
     return importlib.import_module(f"{__name__}.{name}").CONFIG
+
+
+def reference(name: str) -> str:
+    """The number the preset is compared with (the earlier project's, or a target), or ""."""
+    get(name)
+    return getattr(importlib.import_module(f"{__name__}.{name}"), "REFERENCE", "")
 
 
 def describe(name: str) -> str:

@@ -9,3 +9,6 @@ from fmnist_jax.config import TrainConfig
 
 CONFIG = TrainConfig(model="seed003", epochs=2, batch=250, optimizer="adam", lr=1e-3,
                      val_fraction=0.2, split="random", augment=("flip",))
+
+# The number to compare with, as the results table shows it.
+REFERENCE = ''

@@ -1,0 +1,74 @@
+"""The README's results table: record finished runs, then regenerate the table from the records.
+
+  python -m experiments.results --record=seed003 --runs=seed003_s0x5     # copy a run's summary into records/
+  python -m experiments.results --record=seed003 --runs=a,b,c,d,e        # several runs, one row
+  python -m experiments.results                                          # rebuild the table
+  python -m experiments.results --check                                  # exit 1 if the README's table is stale
+
+The table goes between the results-table markers of README.md; records/table.json holds the
+same rows and records/accuracy_vs_minutes.png plots test accuracy against minutes. records/ is
+tracked: each record is a finished run's summary.json and config.json (fmnist_jax.records).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from absl import flags
+
+from experiments import cli
+from fmnist_jax import records, results_table
+from fmnist_jax.errors import ConfigError
+from fmnist_jax.run_files import RunPaths, write_json, write_text
+
+
+def define_flags(fv) -> None:
+    flags.DEFINE_string("record", None, "Record the runs of --runs as records/<this>.json before "
+                        "rebuilding the table.", flag_values=fv)
+    flags.DEFINE_list("runs", [], "Finished runs (folders of --results_dir) that make up the record.",
+                      flag_values=fv)
+    flags.DEFINE_string("notes", None, "A note for the record's row (e.g. why a number is not "
+                        "reached); an earlier record's note is kept when not given.", flag_values=fv)
+    flags.DEFINE_string("records_dir", str(records.RECORDS_DIR), "Where the records are.", flag_values=fv)
+    flags.DEFINE_string("readme", "README.md", "The README whose table is rebuilt.", flag_values=fv)
+    flags.DEFINE_bool("check", False, "Only check that the README's table equals the records' "
+                      "table: exit 1 when it is stale; writes nothing.", flag_values=fv)
+    cli.define_run_flags(fv, name=False, checkpoints=False, overwrite=False, data=False)
+
+
+def main(fv, args) -> list[dict]:
+    if fv.runs and not fv.record:
+        raise ConfigError("record", "is needed with --runs: name the record the runs go into.")
+    if fv.record and not fv.runs:
+        raise ConfigError("runs", "is empty: name the finished runs that make up the record.")
+    if fv.record:
+        if fv.check:
+            raise ConfigError("check", "only checks; it cannot be combined with --record.")
+        records.record_runs(fv.record, [RunPaths(r, fv.results_dir) for r in fv.runs],
+                            records_dir=fv.records_dir, notes=fv.notes)
+    rows = [results_table.row(r) for r in records.load_records(fv.records_dir)]
+    readme = Path(fv.readme)
+    if not readme.exists():
+        raise ConfigError("readme", f"{readme} does not exist.")
+    text = readme.read_text()
+    updated = results_table.replace_table(text, results_table.markdown(rows))
+    if fv.check:
+        if updated != text:
+            print(f"{readme}'s results table is stale; run python -m experiments.results", file=sys.stderr)
+            sys.exit(1)
+        print(f"{readme}'s results table is up to date ({len(rows)} rows).")
+        return rows
+    write_text(readme, updated)
+    out = Path(fv.records_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "table.json", rows)
+    if rows:
+        results_table.plot(rows, out / "accuracy_vs_minutes.png")
+    print(f"{len(rows)} rows written to {readme}'s results table, {out / 'table.json'}"
+          + (f" and {out / 'accuracy_vs_minutes.png'}" if rows else ""))
+    return rows
+
+
+if __name__ == "__main__":
+    cli.run_script(sys.modules[__name__])

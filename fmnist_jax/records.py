@@ -1,0 +1,60 @@
+"""Records: the small, committed copies of finished runs that the README's results table is built from.
+
+`results/` and `checkpoints/` are not tracked (they hold megabytes of weights and plots), so a
+finished run is *recorded*: its summary.json and config.json are copied into one JSON file,
+``records/<name>.json``, which is committed. A record holds one run or several (members of one
+protocol trained as separate runs, e.g. seed 003's five nets on a machine that trains one at a
+time); the table pools their members. Anyone can regenerate the table from the records
+(`experiments.results`) and check a row against the run it came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from fmnist_jax.errors import RunError
+from fmnist_jax.run_files import RunPaths, check_run_name, write_json
+
+RECORDS_DIR = Path("records")
+
+
+def record_runs(name: str, runs: Sequence[RunPaths], *, records_dir=RECORDS_DIR, notes: str | None = None) -> dict:
+    """Writes records/<name>.json from finished runs (each must have its summary.json).
+
+    `notes` (e.g. why a number is not reached) is kept from an earlier record of the same name
+    when not given. Returns the record.
+    """
+    check_run_name(name, "record")
+    if not runs:
+        raise RunError("name at least one run to record.")
+    entries = []
+    for paths in runs:
+        summary_path, config_path = paths.results / "summary.json", paths.results / "config.json"
+        if not summary_path.exists():
+            raise RunError(f"run {paths.name!r} has no summary ({summary_path}): it has not finished; "
+                           "rerun its command to finish it.")
+        entries.append({"summary": _read(summary_path), "config": _read(config_path)})
+    path = Path(records_dir) / f"{name}.json"
+    if notes is None and path.exists():
+        notes = _read(path).get("notes", "")
+    record = {"name": name, "runs": entries, "notes": notes or ""}
+    Path(records_dir).mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+    return record
+
+
+def load_records(records_dir=RECORDS_DIR) -> list[dict]:
+    """Every record in `records_dir`, sorted by name ([] when there are none)."""
+    directory = Path(records_dir)
+    if not directory.is_dir():
+        return []
+    return [_read(p) for p in sorted(directory.glob("*.json")) if p.name != "table.json"]
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"cannot read {path} ({e}); rerun the run or restore the file from git.") from e

@@ -1,0 +1,104 @@
+"""experiments.results: finished runs recorded into records/, the README's table rebuilt from them,
+its staleness check, and the provenance every summary carries (command, wall clock, resume)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from experiments import cli, cnn, results
+from fmnist_jax import results_table
+from tests.conftest import assert_exits_with_sentence
+
+README = f"# Results\n\nBefore.\n\n{results_table.BEGIN}\nold table\n{results_table.END}\n\nAfter.\n"
+
+
+@pytest.fixture
+def folders(mlp_ensemble, tmp_path):
+    flags, _, run_dir = mlp_ensemble
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    return [f"--results_dir={run_dir.parent}", f"--records_dir={tmp_path / 'records'}",
+            f"--readme={readme}"], readme, tmp_path / "records", run_dir
+
+
+def test_a_summary_records_its_command_wall_clock_and_start(mlp_ensemble):
+    summary = json.loads((mlp_ensemble[2] / "summary.json").read_text())
+    command = summary["invocation"]["command"]
+    assert command.startswith("python -m experiments.cnn ") and "--model=mlp" in command
+    assert "--seeds=2" in command and summary["invocation"]["preset"] is None
+    assert summary["wall_seconds"] > 0 and summary["started_at_epoch"] == 0
+    assert summary["environment"]["usable_cpus"] >= 1
+
+
+def test_record_then_table_then_check(folders, capsys):
+    flags, readme, records_dir, run_dir = folders
+    rows = cli.invoke(results, ["--record=tiny", "--runs=mlp2", "--notes=two tiny members", *flags])
+    summary = json.loads((run_dir / "summary.json").read_text())
+    record = json.loads((records_dir / "tiny.json").read_text())
+    assert record["runs"][0]["summary"] == summary and record["runs"][0]["config"]["model"] == "mlp"
+
+    [row] = rows
+    members = summary["test"]["best"]["member_accuracy"]
+    assert row["members"] == 2 and row["test_accuracy_mean"] == pytest.approx(np.mean(members))
+    assert row["test_accuracy_std"] == pytest.approx(np.std(members, ddof=1))
+    assert row["ensemble_accuracy"] == summary["test"]["best"]["ensemble_accuracy"]
+    assert row["minutes"] == pytest.approx(summary["wall_seconds"] / 60) and row["minutes_are_wall_clock"]
+
+    text = readme.read_text()
+    assert text.startswith("# Results\n\nBefore.") and text.endswith("After.\n") and "old table" not in text
+    assert f"| tiny [1] | mlp | – | {100 * np.mean(members):.2f}% ± " in text
+    assert f"`{summary['invocation']['command']}`" in text and "[1] two tiny members" in text
+    assert json.loads((records_dir / "table.json").read_text()) == rows
+    assert (records_dir / "accuracy_vs_minutes.png").stat().st_size > 0
+
+    # The committed table agrees with the records; an edited table is stale (exit 1).
+    capsys.readouterr()
+    cli.invoke(results, ["--check", *flags])
+    assert "up to date (1 rows)" in capsys.readouterr().out
+    readme.write_text(text.replace("| tiny", "| edited"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.invoke(results, ["--check", *flags])
+    assert exit_info.value.code == 1
+    # Re-recording without --notes keeps the note.
+    cli.invoke(results, ["--record=tiny", "--runs=mlp2", *flags])
+    assert json.loads((records_dir / "tiny.json").read_text())["notes"] == "two tiny members"
+
+
+def test_a_resumed_run_counts_training_time_only(folders, tmp_path, mlp_ensemble):
+    _, readme, records_dir, _ = folders
+    data_flags = [mlp_ensemble[0][0], f"--results_dir={tmp_path / 'r'}", f"--checkpoint_dir={tmp_path / 'c'}"]
+    base = ["--model=mlp", "--batch=40", "--augment=none", "--run_name=grow", *data_flags]
+    cli.invoke(cnn, ["--epochs=1", *base])
+    summary = cli.invoke(cnn, ["--epochs=2", *base])
+    assert summary["started_at_epoch"] == 1
+    [row] = cli.invoke(results, ["--record=grow", "--runs=grow", f"--results_dir={tmp_path / 'r'}",
+                                 f"--records_dir={records_dir}", f"--readme={readme}"])
+    assert not row["minutes_are_wall_clock"]
+    assert row["minutes"] == pytest.approx(summary["train_seconds"] / 60)
+    assert "(training only, resumed)" in readme.read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--runs=mlp2"], "--record is needed with --runs"),
+    (["--record=x"], "--runs is empty"),
+    (["--record=x", "--runs=nothing_here"], "run 'nothing_here' has no summary"),
+    (["--record=../x", "--runs=mlp2"], "--record must be a plain folder name"),
+    (["--record=x", "--runs=mlp2", "--check"], "--check only checks"),
+])
+def test_bad_requests_are_one_sentence(folders, capsys, argv, message):
+    flags, *_ = folders
+    assert_exits_with_sentence(capsys, message, cli.invoke, results, [*argv, *flags])
+
+
+def test_a_readme_without_markers_is_one_sentence(folders, capsys):
+    flags, readme, *_ = folders
+    readme.write_text("# no markers\n")
+    assert_exits_with_sentence(capsys, "the README has no results-table markers", cli.invoke, results, flags)
+    assert readme.read_text() == "# no markers\n"
+
+
+def test_the_committed_readme_table_is_up_to_date(capsys):
+    # The README's table is exactly what the committed records give.
+    cli.invoke(results, ["--check"])
+    assert "up to date" in capsys.readouterr().out
