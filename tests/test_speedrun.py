@@ -2,14 +2,16 @@
 images and never trained; batch norm without scale has none; the speedrun presets run end to end."""
 
 import dataclasses
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax import export as jax_export
 from jax import lax
 
-from fmnist_jax import models, presets, run, train, trainer
+from fmnist_jax import export, models, presets, restore, run, train, trainer
 from fmnist_jax.models import speedrun
 from fmnist_jax.models.layers import preprocess
 from fmnist_jax.run_files import RunPaths
@@ -112,3 +114,13 @@ def test_speedrun_presets_run_one_step_end_to_end(name, synthetic_dir, tmp_path)
     assert summary["epochs"] == 1 and summary["tta"] == "flip_shift"
     assert 0.0 <= summary["test_accuracy_best_tta"] <= 1.0
     assert summary["test"]["best"]["member_loss"] != summary["test"]["best_tta"]["member_loss"]
+    if name == "speedrun":
+        # The fixed whitening layer travels with the variables: restored, exported, the same logits.
+        paths = RunPaths(name, tmp_path / "results", tmp_path / "checkpoints")
+        restored = restore.restore_run(paths, conv_impl="xla")
+        assert "whiten" in restored.member_variables(0)["batch_stats"]
+        images = make_dataset(n_test=5).x_test
+        want = restored.model.apply(restored.member_variables(0), images, train=False)
+        info = export.export_run(paths)
+        exported = jax_export.deserialize(bytearray((Path(info["folder"]) / "model.jax").read_bytes()))
+        np.testing.assert_allclose(exported.call(images), want, rtol=1e-4, atol=1e-4)
