@@ -12,7 +12,8 @@ import logging
 
 import numpy as np
 
-from fmnist_jax import data, ensemble, report, restore, tta as tta_lib
+from fmnist_jax import data, ensemble, report, restore
+from fmnist_jax import tta as tta_lib
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.models import layers

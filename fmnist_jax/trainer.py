@@ -29,7 +29,6 @@ from fmnist_jax.config import MEMBER_EXECUTIONS
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.models.layers import preprocess
 
-
 # How many training images a data-dependent initialisation sees per member: the patch covariance of
 # the whitening layer is estimated well from far fewer, and 5,000 keeps its patches in memory.
 DATA_INIT_IMAGES = 5000

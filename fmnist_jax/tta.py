@@ -46,7 +46,7 @@ def shift(images, dy: int, dx: int):
     """NHWC images moved down by dy and right by dx pixels (static), zeros (background) shifted in."""
     if not dy and not dx:
         return images
-    n, h, w, c = images.shape
+    h, w = images.shape[1:3]
     pad = max(abs(dy), abs(dx))
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     return padded[:, pad - dy: pad - dy + h, pad - dx: pad - dx + w, :]

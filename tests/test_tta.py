@@ -45,7 +45,7 @@ def test_tta_averages_exactly_the_named_views_softmax(name, mlp_members):
     want = np.zeros_like(got)
     for view in tta.VIEWS[name]:
         for m in range(2):
-            v = jax.tree.map(lambda a: a[m], variables)
+            v = jax.tree.map(lambda a, m=m: a[m], variables)
             logits = model.apply(v, tta.apply_view(preprocess(jnp.asarray(x)), view), train=False)
             want[m] += ensemble.softmax(np.asarray(logits)) / len(tta.VIEWS[name])
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
@@ -61,7 +61,7 @@ def test_flip_tta_is_bit_identical_to_the_mirror_average_of_before(mlp_members):
 
 
 def test_evaluate_reports_the_chosen_views(mlp_ensemble):
-    flags, ds, results = mlp_ensemble
+    flags, _, results = mlp_ensemble
     metrics = cli.invoke(evaluate, ["--run=mlp2", "--tta_views=flip_shift", *flags])
     assert metrics["tta"] == "flip_shift" and (results / "eval_best_tta_flip_shift" / "metrics.json").exists()
     assert "with flip_shift TTA" in evaluation.describe(metrics)

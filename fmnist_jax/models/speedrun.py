@@ -29,8 +29,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fmnist_jax.models.layers import (CONV_FUNCTIONS, BatchNorm, Conv, Dense, _padding_pairs, _patches,
-                                      max_pool, preprocess, record, resolve_conv_impl)
+from fmnist_jax.models import layers
+from fmnist_jax.models.layers import BatchNorm, Conv, Dense, max_pool, preprocess, record
 
 # The collection of variables the optimizer never sees (see train.TrainState).
 FIXED = "batch_stats"
@@ -49,7 +49,7 @@ def whitening_weights(images, patch: int = 3, eps: float = 5e-4):
     """
     x = jnp.asarray(images, jnp.float32)
     shape = (patch, patch, x.shape[-1], 1)
-    p = _patches(x, shape, (1, 1), _padding_pairs(x.shape, shape, (1, 1), "VALID"))
+    p = layers._patches(x, shape, (1, 1), layers._padding_pairs(x.shape, shape, (1, 1), "VALID"))
     p = p.reshape(-1, p.shape[-1])
     mean = p.mean(0)
     centred = p - mean
@@ -71,7 +71,7 @@ class Whiten(nn.Module):
         d = self.patch * self.patch * x.shape[-1]
         kernel = self.variable(FIXED, "kernel", lambda: jnp.eye(d).reshape(self.patch, self.patch, x.shape[-1], d))
         bias = self.variable(FIXED, "bias", lambda: jnp.zeros((d,)))
-        conv = CONV_FUNCTIONS[resolve_conv_impl(self.impl)]
+        conv = layers.CONV_FUNCTIONS[layers.resolve_conv_impl(self.impl)]
         return conv(x, kernel.value.astype(x.dtype), (1, 1), "SAME") + bias.value
 
 
