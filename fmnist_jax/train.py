@@ -157,6 +157,18 @@ def image_key(data_key):
     return jax.random.fold_in(data_key, jnp.uint32(_IMAGE_STREAM))
 
 
+def augment_batch(cfg: TrainConfig, steps_per_epoch: int, key, images, step, index=None, image_key=None,
+                  erase_p=None):
+    """The training view of a batch: uint8 images [B, 28, 28] preprocessed, then augmented.
+
+    Step `step` is in epoch step // steps_per_epoch; with `index` (each example's index in the
+    training pool) and `image_key` (see `image_key`), per-image transforms (alt_flip) know which
+    image and which epoch they see. `erase_p` (default cfg.erase_p) may be traced.
+    """
+    where = None if index is None else augment_lib.Where(index, step // steps_per_epoch, image_key)
+    return build_augment(cfg, erase_p)(key, preprocess(images), where)
+
+
 def init_state(model: nn.Module, tx: optax.GradientTransformation, key, hparams: HParams,
                images=None) -> TrainState:
     """Fresh parameters, batch statistics and optimizer state, carrying the member's hyper-parameters.
@@ -197,8 +209,7 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
         hp = state.hparams
         tx = make_optimizer(cfg, steps_per_epoch, hp)
         aug_key, dropout_key = jax.random.split(key)
-        where = None if index is None else augment_lib.Where(index, state.step // steps_per_epoch, image_key)
-        x = build_augment(cfg, hp.erase_p)(aug_key, preprocess(images), where)
+        x = augment_batch(cfg, steps_per_epoch, aug_key, images, state.step, index, image_key, hp.erase_p)
 
         def loss_fn(params):
             logits, updates = model.apply(
