@@ -76,8 +76,9 @@ def penultimate_features(model, variables: dict, x, batch: int = 500) -> np.ndar
 def first_layer_filters(variables: dict) -> np.ndarray | None:
     """The first layer's weights as images [F, h, w]: the kernels of the convolution that reads
     the grey input (one input channel), or, for a dense first layer, each unit's 784 weights as
-    28x28. None when neither is found."""
-    leaves = dict(_walk(dict(variables["params"])))
+    28x28. None when neither is found. Fixed layers count too (the speedrun net's whitening
+    kernel is in the batch_stats collection), after the trained parameters."""
+    leaves = dict(_walk({name: dict(variables[name]) for name in ("params", "batch_stats") if name in variables}))
     for path, w in leaves.items():
         w = np.asarray(w)
         if path.endswith("kernel") and w.ndim == 4 and w.shape[2] == 1:

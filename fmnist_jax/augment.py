@@ -2,24 +2,62 @@
 
 Every transform is a pure function ``(key, image [H, W, C] float in [0, 1]) -> image`` that
 works eagerly, under `jit` and under `vmap`; `pipeline(names)` composes them into
-``(key, batch [N, H, W, C]) -> batch`` that splits one key per example. Shapes never depend on
-the random draws (rectangles are masks, not dynamic slices), so a jitted step never retraces.
+``(key, batch [N, H, W, C], where=None) -> batch`` that splits one key per example. Shapes never
+depend on the random draws (rectangles are masks, not dynamic slices), so a jitted step never
+retraces.
+
+A few transforms (`NEEDS_WHERE`: alternating flips) depend not on a fresh draw but on which
+image it is and in which epoch; they take a `Where` (the example's index in the training pool,
+the epoch, and a key fixed for the whole run) as a third argument, which the batch function
+passes on per example.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax.scipy import ndimage
 
-Transform = Callable[[jax.Array, jax.Array], jax.Array]
+Transform = Callable[..., jax.Array]
+
+
+class Where(NamedTuple):
+    """Which example and when: what a per-image, per-epoch transform needs besides a key.
+
+    In a batch, `index` is [N] (one per example) and `epoch`, `key` are shared.
+    """
+    index: jax.Array    # the example's index in the training pool (the same image, the same index)
+    epoch: jax.Array    # the epoch, 0-based
+    key: jax.Array      # fixed for the whole run: per-image draws that must not change between epochs
 
 
 def random_flip(key, image, p: float = 0.5):
     """Mirrors the image left-right with probability p."""
     return jnp.where(jax.random.bernoulli(key, p), image[:, ::-1, :], image)
+
+
+def alternating_flip(key, image, where: Where):
+    """Mirrors the image in every other epoch: image i is flipped in epoch e iff
+    bit(i) XOR (e mod 2), with bit(i) a fair coin drawn once per image from `where.key`.
+
+    Over any two consecutive epochs each image is seen once each way (random flips leave a
+    quarter of the images unflipped, or flipped, twice in a row). `key` is unused: nothing is
+    drawn per step.
+    """
+    del key
+    first = jax.random.bernoulli(jax.random.fold_in(where.key, where.index))
+    flip = first ^ (where.epoch % 2 == 1)
+    return jnp.where(flip, image[:, ::-1, :], image)
+
+
+def random_translate(key, image, pixels: int = 2):
+    """Moves the image by whole pixels, dy and dx each uniform in -pixels..pixels; zeros
+    (background) fill what moves in: out[r, c] = image[r - dy, c - dx]."""
+    dy, dx = jax.random.randint(key, (2,), -pixels, pixels + 1)
+    padded = jnp.pad(image, ((pixels, pixels), (pixels, pixels), (0, 0)))
+    return jax.lax.dynamic_slice(padded, (pixels - dy, pixels - dx, 0), image.shape)
 
 
 def erasing_rectangle(key, height: int, width: int, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3),
@@ -80,9 +118,14 @@ def random_shift_zoom(key, image, shift: float = 0.1, zoom: float = 0.1):
 
 TRANSFORMS: dict[str, Transform] = {
     "flip": random_flip,
+    "alt_flip": alternating_flip,
+    "translate": random_translate,
     "erase": random_erasing,
     "shift_zoom": random_shift_zoom,
 }
+
+# Transforms called as fn(key, image, where, **options).
+NEEDS_WHERE = frozenset({"alt_flip"})
 
 
 def parse(spec: str | Sequence[str]) -> tuple[str, ...]:
@@ -95,22 +138,31 @@ def parse(spec: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def pipeline(names: Sequence[str], **options) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """A batch transform applying `names` in order, one independent key per example.
+def pipeline(names: Sequence[str], **options) -> Callable[..., jax.Array]:
+    """A batch transform ``(key, images [N, H, W, C], where=None)`` applying `names` in order,
+    one independent key per example.
 
-    `options` maps a transform name to its keyword arguments, e.g. erase={"p": 0.5}.
+    `options` maps a transform name to its keyword arguments, e.g. erase={"p": 0.5}. `where`
+    (a `Where` with index [N]) is required when a transform of `NEEDS_WHERE` is named.
     """
     names = parse(names)
-    transforms = [(TRANSFORMS[n], options.get(n, {})) for n in names]
+    transforms = [(n, TRANSFORMS[n], options.get(n, {})) for n in names]
+    needs_where = [n for n in names if n in NEEDS_WHERE]
 
-    def one(key, image):
-        for k, (fn, kwargs) in zip(jax.random.split(key, max(len(transforms), 1)), transforms):
-            image = fn(k, image, **kwargs)
+    def one(key, image, where):
+        for k, (name, fn, kwargs) in zip(jax.random.split(key, max(len(transforms), 1)), transforms):
+            image = fn(k, image, where, **kwargs) if name in NEEDS_WHERE else fn(k, image, **kwargs)
         return image
 
-    def batch(key, images):
+    def batch(key, images, where: Where | None = None):
         if not transforms:
             return images
-        return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
+        keys = jax.random.split(key, images.shape[0])
+        if where is None:
+            if needs_where:
+                raise ValueError(f"augmentation {needs_where[0]!r} needs each example's index and the "
+                                 "epoch: pass where=Where(index, epoch, key).")
+            return jax.vmap(lambda k, image: one(k, image, None))(keys, images)
+        return jax.vmap(one, in_axes=(0, 0, Where(0, None, None)))(keys, images, where)
 
     return batch

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from fmnist_jax import augment, data, models
+from fmnist_jax import augment, data, models, tta
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.models import layers
 
@@ -30,7 +30,8 @@ HPARAM_NAMES = ("lr", "weight_decay", "dropout_scale", "erase_p", "label_smoothi
 # Fields that say how a run executes, not what it computes (results agree to float rounding):
 # a resumed run may change them.
 EXECUTION_FIELDS = ("eval_batch", "conv_impl", "member_execution")
-RESUMABLE_FIELDS = ("epochs",) + EXECUTION_FIELDS
+# `tta` changes only the final test report, not training.
+RESUMABLE_FIELDS = ("epochs", "tta") + EXECUTION_FIELDS
 
 
 def _field(default, help: str, choices: tuple | None = None):
@@ -58,12 +59,22 @@ class TrainConfig:
     warmup_epochs: float = _field(0.0, "Linear learning-rate warm-up in epochs (constant and cosine).")
     weight_decay: float = _field(0.0, "Weight decay (decoupled for adamw, L2 otherwise).")
     momentum: float = _field(0.9, "Momentum of sgd.")
+    bias_lr_scale: float = _field(1.0, "Multiplies the learning rate of every bias and batch-norm "
+                                  "shift (beta); the kernels keep lr.")
+    ema_decay: float = _field(0.0, "Decay of an exponential moving average of the parameters, which "
+                              "validation, best-epoch selection, test, predict and export then use "
+                              "(0: off). The decay at step t is min(ema_decay, (1 + t) / (10 + t)).")
     # Regularisation.
     dropout_scale: float = _field(1.0, "Multiplies every dropout rate of the model (0: no dropout).")
     label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy targets.")
     augment: tuple[str, ...] = _field(("flip", "erase"), "Training augmentations, in this order "
                                       "(none: no augmentation).", augment.TRANSFORMS)
     erase_p: float = _field(0.5, "Probability of random erasing per image.")
+    translate_pixels: int = _field(2, "Largest shift of the translate augmentation along each axis, in "
+                                   "pixels (uniform integer shifts, background fill).")
+    tta: str = _field("flip", "Test-time augmentation of the final test report (summary.json): the "
+                      "softmax averaged over these views of each image. none, flip (mirror) or "
+                      "flip_shift (mirror and ±1-pixel shifts).", tuple(tta.VIEWS))
     # Validation split and members.
     val_fraction: float = _field(0.15, "Share of the training images held out for validation "
                                  "(model selection: each member keeps its best-validation epoch).")
@@ -104,6 +115,14 @@ class TrainConfig:
             raise ConfigError("warmup_epochs", f"must be at least 0, got {self.warmup_epochs}.")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}.")
+        if "flip" in self.augment and "alt_flip" in self.augment:
+            raise ConfigError("augment", "has both flip and alt_flip, which both mirror images; choose one.")
+        if not 1 <= self.translate_pixels <= 13:
+            raise ConfigError("translate_pixels", f"must be in 1..13, got {self.translate_pixels}.")
+        if not self.bias_lr_scale > 0:
+            raise ConfigError("bias_lr_scale", f"must be positive, got {self.bias_lr_scale}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError("ema_decay", f"must be in [0, 1) (0: off), got {self.ema_decay}.")
         if self.split_per_seed and self.split == "ordered":
             raise ConfigError("split", "'ordered' gives every member the same images, so it cannot be "
                                        "split per seed; use random or stratified.")

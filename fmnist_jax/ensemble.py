@@ -1,7 +1,8 @@
 """Scoring the members of a run together: each member, mean ± std, and the ensemble vote.
 
 The ensemble predicts the class of highest mean softmax over members (soft voting). Flip TTA
-averages each member's softmax over the image and its mirror image before anything else.
+(and the other test-time augmentations of `fmnist_jax.tta`) averages each member's softmax over
+the views of each image before anything else.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ def member_probabilities(logits: np.ndarray, flipped_logits: np.ndarray | None =
     if flipped_logits is not None:
         probs = (probs + softmax(flipped_logits)) / 2
     return probs
+
+
+def mean_probabilities(view_logits) -> np.ndarray:
+    """[M, N, C] class probabilities of each member: the mean softmax over the views' logits
+    (a sequence of [M, N, C] arrays, e.g. `tta.view_logits`)."""
+    return np.mean([softmax(logits) for logits in view_logits], axis=0)
 
 
 def nll(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Accuracy and loss, per-class precision/recall/F1, the confusion matrix and misclassified
 images, of the ensemble of the run's members (soft vote) or of one member, written under
-results/<run>/eval_<which>[_member<i>][_tta]/.
+results/<run>/eval_<which>[_member<i>][_tta[_<views>]]/.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import logging
 import numpy as np
 
 from fmnist_jax import data, ensemble, report, restore
+from fmnist_jax import tta as tta_lib
 from fmnist_jax.config import TrainConfig
+from fmnist_jax.errors import ConfigError
 from fmnist_jax.models import layers
 from fmnist_jax.run import load_trainer
 from fmnist_jax.run_files import RunPaths, write_json
@@ -23,14 +25,32 @@ log = logging.getLogger(__name__)
 WHICH = restore.WHICH
 
 
-def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member: int | None = None, *,
+def tta_views(tta: bool | str) -> str:
+    """The name of the TTA views `tta` stands for: a name of `tta.VIEWS`, or a bool (earlier
+    callers': True is "flip", False "none"); ConfigError("tta_views", ...) for an unknown name."""
+    if isinstance(tta, bool):
+        return "flip" if tta else "none"
+    if tta not in tta_lib.VIEWS:
+        raise ConfigError("tta_views", f"does not know {tta!r}; choose from {', '.join(tta_lib.VIEWS)}.")
+    return tta
+
+
+def eval_folder_name(which: str, member: int | None, tta: str) -> str:
+    """eval_<which>[_member<i>][_tta[_<views>]]: flip TTA keeps the folder name it always had."""
+    suffix = "" if tta == "none" else "_tta" if tta == "flip" else f"_tta_{tta}"
+    return f"eval_{which}" + ("" if member is None else f"_member{member}") + suffix
+
+
+def evaluate_run(paths: RunPaths, which: str = "best", tta: bool | str = False, member: int | None = None, *,
                  data_dir=None, conv_impl: str | None = None, eval_batch: int | None = None) -> dict:
     """Evaluates one checkpoint of a run on the test set, writes the report files, returns metrics.json.
 
     which: each member's best-validation variables ("best") or the latest epoch's ("latest").
-    tta: average each member's softmax with that of the mirrored image. member: report on this
+    tta: test-time augmentation, a name of `tta.VIEWS` ("none", "flip", "flip_shift": each member's
+    softmax averaged over those views of the image; True means "flip"). member: report on this
     member alone instead of the ensemble. conv_impl / eval_batch: how to execute (None: as trained).
     """
+    tta = tta_views(tta)
     restore.check_which(which)
     # The execution overrides are checked as any config's, before the run is read.
     dataclasses.replace(TrainConfig(), conv_impl=conv_impl or "auto",
@@ -41,8 +61,7 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member
     n_members = restored.n_members
     variables = restored.variables
     x_test = t.replicate(ds.x_test)
-    logits = t.predict(variables, x_test)
-    probs = ensemble.member_probabilities(logits, t.predict(variables, x_test, flip=True) if tta else None)
+    probs = ensemble.mean_probabilities(tta_lib.view_logits(t.predict, variables, x_test, tta))
     y_test = ds.y_test.astype(np.int64)
     scores = ensemble.score(probs, y_test)
     chosen = probs.mean(0) if member is None else probs[member]
@@ -50,8 +69,7 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member
     names = data.CLASS_NAMES[t.cfg.dataset]
     rep = report.classification_report(y_test, y_pred, names)
     cm = report.confusion_matrix(y_test, y_pred)
-    suffix = ("" if member is None else f"_member{member}") + ("_tta" if tta else "")
-    out = paths.results / f"eval_{which}{suffix}"
+    out = paths.results / eval_folder_name(which, member, tta)
     out.mkdir(parents=True, exist_ok=True)
     epochs = restored.epochs
     subject = "ensemble" if member is None else f"member {member}"
@@ -68,12 +86,17 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool = False, member
     return metrics | {"report": rep}
 
 
+def _with_tta(tta: bool | str) -> str:
+    views = tta_views(tta)        # metrics.json of earlier evaluations hold a bool
+    return "" if views == "none" else f" with {views} TTA"
+
+
 def describe(metrics: dict) -> str:
     """What `evaluate_run` found, as the lines a person reads."""
     n = len(metrics["epochs"])
     plural = "s" if n > 1 else ""
     lines = [f"{metrics['run']} {metrics['which']} checkpoint{plural} (epoch{plural} "
-             f"{', '.join(map(str, metrics['epochs']))}){' with flip TTA' if metrics['tta'] else ''}, "
+             f"{', '.join(map(str, metrics['epochs']))}){_with_tta(metrics['tta'])}, "
              f"{metrics['subject']}: test accuracy {metrics['test_accuracy']:.4f}, loss {metrics['test_loss']:.4f}"]
     if n > 1:
         s = metrics["members"]

@@ -144,7 +144,12 @@ def read_record(paths: RunPaths) -> dict:
 
 
 def check_resumable(saved: dict, record: dict, run: str) -> None:
-    """RunError unless `record` differs from the saved one only in fields a resumed run may change."""
+    """RunError unless `record` differs from the saved one only in fields a resumed run may change.
+
+    A field the saved record lacks (a run from before the field existed) counts as its default,
+    which is what that run trained with.
+    """
+    saved = saved | config.as_record(config.from_record(saved))
     changed = sorted(k for k in record if saved.get(k) != record[k] and k not in config.RESUMABLE_FIELDS)
     if changed:
         raise RunError(f"run {run!r} already exists with a different {', '.join(changed)}; pass another "

@@ -1,7 +1,8 @@
 """A trained run scored on the test set: summary.json, history.png and a one-line headline.
 
 Every member's best-validation variables and final variables are evaluated once, plain and with
-flip test-time augmentation; the summary holds each member's accuracy, their mean ± std and the
+the config's test-time augmentation (TrainConfig.tta, flip unless set; see `fmnist_jax.tta`);
+the summary holds each member's accuracy, their mean ± std and the
 ensemble's (mean softmax).
 """
 
@@ -11,7 +12,7 @@ import logging
 
 import numpy as np
 
-from fmnist_jax import ensemble, host_memory, report, sharding, train, trainer
+from fmnist_jax import ensemble, host_memory, report, sharding, train, trainer, tta
 from fmnist_jax.models import layers
 from fmnist_jax.run_files import environment, process_seconds, write_json
 
@@ -19,11 +20,11 @@ log = logging.getLogger(__name__)
 
 
 def test_scores(t: trainer.Trainer, variables, x_test, y_test) -> dict:
-    """Ensemble scores (ensemble.score) of `variables` [M] on the test set, plain and with flip TTA."""
-    logits = t.predict(variables, x_test)
-    flipped = t.predict(variables, x_test, flip=True)
-    return {"plain": ensemble.score(ensemble.member_probabilities(logits), y_test),
-            "tta": ensemble.score(ensemble.member_probabilities(logits, flipped), y_test)}
+    """Ensemble scores (ensemble.score) of `variables` [M] on the test set, plain and with the
+    config's TTA views (t.cfg.tta; the plain image is the first view, predicted once)."""
+    views = tta.view_logits(t.predict, variables, x_test, t.cfg.tta)
+    return {"plain": ensemble.score(ensemble.member_probabilities(views[0]), y_test),
+            "tta": ensemble.score(ensemble.mean_probabilities(views), y_test)}
 
 
 def summarize(run, invocation: dict | None = None) -> dict:
@@ -53,6 +54,7 @@ def summarize(run, invocation: dict | None = None) -> dict:
         "test_accuracy_best_tta": best["tta"]["mean_accuracy"],
         "ensemble_test_accuracy_best_tta": best["tta"]["ensemble_accuracy"],
         "test_accuracy_final": final["plain"]["mean_accuracy"],
+        "tta": t.cfg.tta,
         "test": {"best": best["plain"], "best_tta": best["tta"], "final": final["plain"], "final_tta": final["tta"]},
         "train_seconds": sum(h["seconds"] for h in run.history),
         "started_at_epoch": run.started_at_epoch,
@@ -76,13 +78,14 @@ def summarize(run, invocation: dict | None = None) -> dict:
 def headline(summary: dict) -> str:
     """One line: best epochs and test accuracy (members, ensemble, TTA)."""
     test = summary["test"]
+    views = summary.get("tta", "flip")     # summaries written before TrainConfig.tta used flip
     if len(summary["members"]) == 1:
         return (f"{summary['run']}: best epoch {summary['best_epoch'][0]} (val "
                 f"{summary['best_val_accuracy'][0]:.4f}) -> test accuracy {test['best']['mean_accuracy']:.4f}, "
-                f"loss {test['best']['member_loss'][0]:.4f}; with flip TTA {test['best_tta']['mean_accuracy']:.4f}; "
+                f"loss {test['best']['member_loss'][0]:.4f}; with {views} TTA {test['best_tta']['mean_accuracy']:.4f}; "
                 f"final state {test['final']['mean_accuracy']:.4f}.")
     return (f"{summary['run']}: {len(summary['members'])} members, best epochs {summary['best_epoch']} -> "
             f"test accuracy {test['best']['mean_accuracy']:.4f} ± {test['best']['std_accuracy']:.4f}, "
-            f"ensemble {test['best']['ensemble_accuracy']:.4f}; with flip TTA "
+            f"ensemble {test['best']['ensemble_accuracy']:.4f}; with {views} TTA "
             f"{test['best_tta']['mean_accuracy']:.4f} ± {test['best_tta']['std_accuracy']:.4f}, "
             f"ensemble {test['best_tta']['ensemble_accuracy']:.4f}.")

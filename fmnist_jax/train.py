@@ -5,7 +5,8 @@ vmaps it over a member axis, so a single run is an ensemble of one.
 
 Randomness: one root key per member, ``jax.random.key(seed)``, split into init / data / loop keys.
 Epoch e shuffles with ``fold_in(data_key, e)``; step s augments and drops out with
-``fold_in(loop_key, s)``. Nothing else is random, so the same seed on the same machine gives
+``fold_in(loop_key, s)``; per-image draws that must stay fixed across epochs (alternating flips)
+come from `image_key(data_key)`. Nothing else is random, so the same seed on the same machine gives
 the same bits, and a run resumed from a checkpoint continues exactly as if never stopped.
 
 Hyper-parameters that do not change shapes (`HParams`) live in the state as arrays, not in the
@@ -26,7 +27,7 @@ import numpy as np
 import optax
 
 from fmnist_jax import augment as augment_lib
-from fmnist_jax import models
+from fmnist_jax import models, optim
 from fmnist_jax.config import (HPARAM_NAMES, MEMBER_EXECUTIONS, OPTIMIZERS, SCHEDULES, SPLITS,  # noqa: F401
                                TrainConfig, check_hparams)
 from fmnist_jax.errors import ConfigError, UserError
@@ -62,7 +63,13 @@ class HParams:
 
 @flax.struct.dataclass
 class TrainState:
-    """The whole training state of one member: a pytree, saved and restored as one."""
+    """The whole training state of one member: a pytree, saved and restored as one.
+
+    `batch_stats` holds every variable of the model that the optimizer does not train: batch-norm
+    statistics, and fixed layers such as the speedrun net's data-initialised whitening. The
+    optimizer state may hold a moving average of the parameters (`optim.params_ema`), which
+    `variables_of` then returns in place of the parameters.
+    """
     step: jax.Array
     params: Any
     batch_stats: Any
@@ -107,16 +114,27 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, hparams: HParams | No
     traced: the optimizer is rebuilt inside the step from the member's values, and its state has
     the same structure whatever they are. The decay term is always present (adding 0 * params
     is exact), so members with and without weight decay share one program.
+
+    cfg.bias_lr_scale != 1 chains `optim.scale_bias_updates` and cfg.ema_decay > 0 chains
+    `optim.params_ema` after the optimizer; without them the chain (and its state's structure,
+    hence old checkpoints) is exactly what it always was.
     """
     hp = hparams if hparams is not None else HParams.create(cfg)
     lr = learning_rate_schedule(cfg, steps_per_epoch, hp.lr)
     if cfg.optimizer == "adam":
         # L2 penalty through the gradient, as Keras' kernel_regularizer.
-        return optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.adam(lr))
-    if cfg.optimizer == "adamw":
-        return optax.adamw(lr, weight_decay=hp.weight_decay)
-    return optax.chain(optax.add_decayed_weights(hp.weight_decay),
-                       optax.sgd(lr, momentum=cfg.momentum, nesterov=True))
+        tx = optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.adam(lr))
+    elif cfg.optimizer == "adamw":
+        tx = optax.adamw(lr, weight_decay=hp.weight_decay)
+    else:
+        tx = optax.chain(optax.add_decayed_weights(hp.weight_decay),
+                         optax.sgd(lr, momentum=cfg.momentum, nesterov=True))
+    extras = []
+    if cfg.bias_lr_scale != 1.0:
+        extras.append(optim.scale_bias_updates(cfg.bias_lr_scale))
+    if cfg.ema_decay > 0:
+        extras.append(optim.params_ema(cfg.ema_decay))   # last: it averages the parameters after the update
+    return optax.chain(tx, *extras) if extras else tx
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
@@ -126,14 +144,45 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
 def build_augment(cfg: TrainConfig, erase_p=None):
     """The config's augmentation pipeline; `erase_p` (default cfg.erase_p) may be traced."""
-    return augment_lib.pipeline(cfg.augment, erase={"p": cfg.erase_p if erase_p is None else erase_p})
+    return augment_lib.pipeline(cfg.augment, erase={"p": cfg.erase_p if erase_p is None else erase_p},
+                                translate={"pixels": cfg.translate_pixels})
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, key, hparams: HParams) -> TrainState:
-    """Fresh parameters, batch statistics and optimizer state, carrying the member's hyper-parameters."""
+# The largest value of a 32-bit fold_in: epoch numbers (the other use of the data key) never reach it.
+_IMAGE_STREAM = 0xFFFFFFFF
+
+
+def image_key(data_key):
+    """The key of per-image draws that stay fixed for the whole run (alternating flips' first flip)."""
+    return jax.random.fold_in(data_key, jnp.uint32(_IMAGE_STREAM))
+
+
+def augment_batch(cfg: TrainConfig, steps_per_epoch: int, key, images, step, index=None, image_key=None,
+                  erase_p=None):
+    """The training view of a batch: uint8 images [B, 28, 28] preprocessed, then augmented.
+
+    Step `step` is in epoch step // steps_per_epoch; with `index` (each example's index in the
+    training pool) and `image_key` (see `image_key`), per-image transforms (alt_flip) know which
+    image and which epoch they see. `erase_p` (default cfg.erase_p) may be traced.
+    """
+    where = None if index is None else augment_lib.Where(index, step // steps_per_epoch, image_key)
+    return build_augment(cfg, erase_p)(key, preprocess(images), where)
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, key, hparams: HParams,
+               images=None) -> TrainState:
+    """Fresh parameters, batch statistics and optimizer state, carrying the member's hyper-parameters.
+
+    A model with an ``init_from_data(variables, images) -> variables`` method (the speedrun
+    net's whitening layer) is then initialised from `images` (uint8 [n, 28, 28], the member's
+    training images) when they are given; without them it keeps its data-free initialisation
+    (enough for shapes, as `trainer.abstract_run_state` needs).
+    """
     params_key, dropout_key = jax.random.split(key)
     variables = model.init({"params": params_key, "dropout": dropout_key},
                            jnp.zeros((1, 28, 28, 1), jnp.float32), train=False)
+    if images is not None and hasattr(model, "init_from_data"):
+        variables = model.init_from_data(variables, images)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
@@ -147,17 +196,20 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
 
 
 def make_train_step(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
-    """train_step(state, images uint8 [B,28,28], labels [B], key) -> (state, metric sums).
+    """train_step(state, images uint8 [B,28,28], labels [B], key, index=None, image_key=None)
+    -> (state, metric sums).
 
     The optimizer, erasing probability, dropout strength and label smoothing are read from
-    state.hparams, so one compiled step serves members with different values.
+    state.hparams, so one compiled step serves members with different values. `index` (each
+    example's index in the training pool) and `image_key` (see `image_key`) are what per-image
+    augmentations (alt_flip) need; the epoch is state.step // steps_per_epoch.
     """
 
-    def train_step(state: TrainState, images, labels, key):
+    def train_step(state: TrainState, images, labels, key, index=None, image_key=None):
         hp = state.hparams
         tx = make_optimizer(cfg, steps_per_epoch, hp)
         aug_key, dropout_key = jax.random.split(key)
-        x = build_augment(cfg, hp.erase_p)(aug_key, preprocess(images))
+        x = augment_batch(cfg, steps_per_epoch, aug_key, images, state.step, index, image_key, hp.erase_p)
 
         def loss_fn(params):
             logits, updates = model.apply(
@@ -179,12 +231,15 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
 
 
 def make_run_steps(train_step):
-    """run_steps(state, x, y, batch_idx [S, B], loop_key) -> (state, summed metrics): a scan of S steps."""
+    """run_steps(state, x, y, batch_idx [S, B], loop_key, data_key) -> (state, summed metrics): a
+    scan of S steps; each step gets its examples' pool indices and `image_key(data_key)`."""
 
-    def run_steps(state, x, y, batch_idx, loop_key):
+    def run_steps(state, x, y, batch_idx, loop_key, data_key):
+        fixed_key = image_key(data_key)
+
         def body(state, idx):
             key = jax.random.fold_in(loop_key, state.step)
-            state, metrics = train_step(state, x[idx], y[idx], key)
+            state, metrics = train_step(state, x[idx], y[idx], key, idx, fixed_key)
             return state, metrics
 
         state, metrics = jax.lax.scan(body, state, batch_idx)
@@ -222,8 +277,11 @@ def padded_batches(n: int, batch_size: int):
 
 
 def variables_of(state: TrainState) -> dict:
-    """The variables `model.apply` needs, from a state."""
-    return {"params": state.params, "batch_stats": state.batch_stats}
+    """The variables `model.apply` needs, from a state: the parameters' moving average in place
+    of the parameters when the optimizer keeps one (TrainConfig.ema_decay), the batch statistics
+    as trained."""
+    ema = optim.ema_params(state.opt_state)
+    return {"params": state.params if ema is None else ema, "batch_stats": state.batch_stats}
 
 
 def segment_length(steps: int, target_segments: int = 10, min_steps: int = 8) -> int:

@@ -81,6 +81,20 @@ def test_recorded_layers_features_and_filters(name, features, filters):
     assert analysis.first_layer_filters(variables).shape == filters
 
 
+def test_the_speedrun_net_records_its_layers_and_shows_its_fixed_whitening_filters():
+    model = models.create("speedrun_small", conv_impl="xla")
+    x = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
+    variables = jax.jit(lambda k: model.init({"params": k}, x[:1], train=False))(jax.random.key(0))
+    maps = analysis.feature_maps(model, variables, x)
+    assert {k: v.shape[1:] for k, v in maps.items()} == {"conv0": (28, 28, 18), "conv1": (14, 14, 32),
+                                                         "conv2": (7, 7, 64), "conv3": (3, 3, 128)}
+    feats = analysis.penultimate_features(model, variables, x, batch=2)
+    np.testing.assert_allclose(feats @ variables["params"]["Dense_0"]["kernel"] * model.logit_scale,
+                               jax.jit(lambda v: model.apply(v, x, train=False))(variables), rtol=1e-4, atol=1e-4)
+    # The whitening kernel is not a parameter (it is never trained) but is the first layer.
+    assert analysis.first_layer_filters(variables).shape == (9, 3, 3)
+
+
 def test_every_conv_zoo_model_records_conv_and_pool_layers():
     for name in ("seed002", "seed004_resnet", "inception", "preact_resnet_small"):
         model = models.create(name)

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from fmnist_jax import checkpoint, train, trainer
+from fmnist_jax import checkpoint, optim, train, trainer
 from tests.conftest import make_dataset
 
 
@@ -93,3 +93,22 @@ def test_resumed_ensemble_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     # Everything: each member's latest state, its best variables, best accuracy and best epoch.
     for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_state_with_the_weights_ema_and_a_fixed_whitening_layer_round_trips(tmp_path):
+    """What resume and restore.py do, for the speedrun options: the EMA lives in the optimizer state
+    (its NamedTuple type must come back) and the whitening layer in the batch statistics."""
+    ds = make_dataset(n_train=64, n_test=10)
+    cfg = train.TrainConfig(model="speedrun_small", epochs=1, batch=32, optimizer="sgd", ema_decay=0.9,
+                            bias_lr_scale=4.0, augment=("alt_flip",))
+    t = trainer.Trainer(cfg, ds.x_train, ds.y_train, np.arange(48), np.arange(48, 64))
+    state = t.init()
+    ckpts = checkpoint.RunCheckpoints(tmp_path / "run")
+    ckpts.save(1, state)
+    restored = ckpts.restore(1, t.abstract_state())
+    ckpts.close()
+    assert jax.tree.structure(restored) == jax.tree.structure(state)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert optim.ema_params(jax.tree.map(lambda v: v[0], restored.train.opt_state)) is not None
+    assert "whiten" in restored.best["batch_stats"]

@@ -33,6 +33,13 @@ BAD_FLAGS = [
     (cnn, ["--val_fraction=0"], "--val_fraction", "must be in (0, 1)"),
     (cnn, ["--warmup_epochs=-1"], "--warmup_epochs", "must be at least 0"),
     (cnn, ["--train_limit=-5"], "--train_limit", "must be 0 (all) or positive"),
+    (cnn, ["--ema_decay=1"], "--ema_decay", "must be in [0, 1) (0: off)"),
+    (cnn, ["--ema_decay=-0.5"], "--ema_decay", "must be in [0, 1) (0: off)"),
+    (cnn, ["--bias_lr_scale=0"], "--bias_lr_scale", "must be positive"),
+    (cnn, ["--translate_pixels=0"], "--translate_pixels", "must be in 1..13"),
+    (cnn, ["--translate_pixels=14"], "--translate_pixels", "must be in 1..13"),
+    (cnn, ["--tta=rotate"], "--tta", "does not know 'rotate'"),
+    (cnn, ["--augment=flip,alt_flip"], "--augment", "both flip and alt_flip"),
     (cnn, ["--seeds=2", "--split_per_seed", "--split=ordered"], "--split", "cannot be split per seed"),
     (cnn, ["--batch=500"], "--batch", "larger than the training set"),
     (cnn, ["--preset=seed001"], "--preset", "does not know 'seed001'"),
@@ -52,6 +59,7 @@ BAD_FLAGS = [
     (evaluate, ["--run=x", "--conv_impl=fft"], "--conv_impl", "does not know 'fft'"),
     (evaluate, ["--run=x", "--eval_batch=0"], "--eval_batch", "must be at least 1"),
     (evaluate, ["--run=x", "--lr=0.1"], "lr", "Unknown command line flag"),
+    (evaluate, ["--run=x", "--tta_views=rotate"], "--tta_views", "value should be one of"),
     (analyze, [], "--run", "is required"),
     (analyze, ["--run=nothing"], "no run 'nothing'", ""),
     (analyze, ["--run=../x"], "--run", "must be a plain folder name"),
@@ -106,7 +114,7 @@ def test_each_script_defines_only_what_it_uses():
     process = {"keep_freed_memory", "distributed"}
     assert _flag_names(cnn) == train_fields | folders | process | {"preset"}
     assert _flag_names(sweep) == _flag_names(cnn)
-    assert _flag_names(evaluate) == {"run", "which", "tta", "member", "conv_impl", "eval_batch",
+    assert _flag_names(evaluate) == {"run", "which", "tta", "tta_views", "member", "conv_impl", "eval_batch",
                                      "results_dir", "checkpoint_dir", "data_dir"}
     assert _flag_names(analyze) == {"run", "which", "member", "tsne_points", "tsne_iter", "feature_images",
                                     "results_dir", "checkpoint_dir", "data_dir"}

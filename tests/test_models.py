@@ -21,6 +21,12 @@ PINNED = {
     "preact_resnet18": (11_178_826, 11_171_018),
     "wrn16_4": (2_779_466, 2_775_754),
     "wrn28_10": (36_703_530, 36_685_290),
+    # Totals include the fixed whitening layer (3x3x1x9 kernel + 9 bias), which is not trainable.
+    "speedrun": (383_002, 382_016),
+    "speedrun_small": (99_386, 98_848),
+    "speedrun_deep": (1_158_490, 1_156_608),
+    "speedrun_bn_scale": (383_450, 382_464),
+    "speedrun_no_whiten": (383_128, 382_196),
 }
 
 
@@ -46,7 +52,7 @@ def test_parameter_count(name):
 
 
 @pytest.mark.parametrize("name", ["seed002", "seed003", "seed004_cnn", "seed004_resnet", "inception",
-                                  "mlp", "preact_resnet_small"])
+                                  "mlp", "preact_resnet_small", "speedrun_small", "speedrun_no_whiten"])
 def test_forward_shapes_and_modes(name):
     model = models.create(name)
     x = jnp.asarray(np.random.default_rng(0).integers(0, 256, (3, 28, 28)), jnp.uint8)

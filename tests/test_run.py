@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_jax import config, presets, run
+from fmnist_jax import config, presets, run, run_files
 from fmnist_jax.errors import RunError
 from fmnist_jax.run_files import RunPaths
 
@@ -47,6 +47,18 @@ def test_old_records_load_with_their_field_names():
     record = config.as_record(TINY) | {"members": []}
     record["batch_size"] = record.pop("batch")
     assert config.from_record(record) == TINY
+
+
+def test_a_run_recorded_before_a_field_existed_resumes_with_its_default():
+    record = run_files.config_record(TINY, [])
+    for name in ("ema_decay", "bias_lr_scale", "translate_pixels", "tta"):
+        older = {k: v for k, v in record.items() if k != name}
+        run_files.check_resumable(older, record, "old")          # the default is what it trained with
+    changed = run_files.config_record(dataclasses.replace(TINY, ema_decay=0.9), [])
+    with pytest.raises(RunError, match="different ema_decay"):
+        run_files.check_resumable({k: v for k, v in record.items() if k != "ema_decay"}, changed, "old")
+    # The test-time augmentation only changes the final report: a resumed run may change it.
+    run_files.check_resumable(record, run_files.config_record(dataclasses.replace(TINY, tta="flip_shift"), []), "old")
 
 
 def test_the_library_reads_no_flags_and_keeps_no_hidden_state():

@@ -38,6 +38,27 @@ def test_one_train_step_changes_params_and_counts():
     assert not _leaves_equal(new.batch_stats, state.batch_stats)
 
 
+def test_alternating_flips_follow_the_epoch_of_the_step():
+    cfg = dataclasses.replace(TINY, augment=("alt_flip",))
+    images = make_dataset(n_train=6).x_train
+    index = jax.numpy.asarray([5, 9, 11, 2, 40, 7])
+    key = train.image_key(jax.random.key(3))
+    plain = np.asarray(images / 255.0, np.float32)[..., None]
+    sides = []
+    for step in range(9):                       # three steps per epoch: epochs 0, 0, 0, 1, 1, 1, 2, ...
+        out = np.asarray(train.augment_batch(cfg, 3, jax.random.key(step), images, step, index, key))
+        mirrored = np.array([np.array_equal(o, p[:, ::-1]) for o, p in zip(out, plain)])
+        assert all(m or np.array_equal(o, p) for m, o, p in zip(mirrored, out, plain))
+        sides.append(mirrored)
+    sides = np.array(sides).reshape(3, 3, -1)      # [epoch, step in epoch, image]
+    assert (sides == sides[:, :1]).all()           # within an epoch the same side
+    assert (sides[1:, 0] != sides[:-1, 0]).all()   # the other side every epoch
+    # The side depends on the pool index, not on the position in the batch.
+    swapped = np.asarray(train.augment_batch(cfg, 3, jax.random.key(0), images[::-1], 0, index[::-1], key))
+    np.testing.assert_array_equal(swapped[::-1], np.asarray(train.augment_batch(cfg, 3, jax.random.key(1), images,
+                                                                                0, index, key)))
+
+
 def test_tiny_overfit_loss_falls():
     cfg = dataclasses.replace(TINY, model="mlp", epochs=15, augment=(), lr=3e-3)
     t = _trainer(cfg, n_train=64)

@@ -18,6 +18,7 @@ from fmnist_jax.models.inception import InceptionNet
 from fmnist_jax.models.mlp import MLP
 from fmnist_jax.models.resnet import ResNet, wide_resnet
 from fmnist_jax.models.seed_nets import Seed002Net, Seed003SimpleCNN, Seed004FourLayerCNN
+from fmnist_jax.models.speedrun import SpeedrunNet
 
 REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "seed002": Seed002Net,
@@ -31,6 +32,12 @@ REGISTRY: dict[str, Callable[[], nn.Module]] = {
     "preact_resnet_small": functools.partial(ResNet, stage_sizes=(1, 1, 1), widths=(16, 32, 64)),
     "wrn16_4": functools.partial(wide_resnet, depth=16, width=4, dropout=0.3),
     "wrn28_10": functools.partial(wide_resnet, depth=28, width=10, dropout=0.3),
+    # The speedrun family (models/speedrun.py) and its ablations.
+    "speedrun": SpeedrunNet,
+    "speedrun_small": functools.partial(SpeedrunNet, widths=(32, 64, 128)),
+    "speedrun_deep": functools.partial(SpeedrunNet, depth=2),
+    "speedrun_bn_scale": functools.partial(SpeedrunNet, bn_scale=True),
+    "speedrun_no_whiten": functools.partial(SpeedrunNet, whiten=False),
 }
 
 

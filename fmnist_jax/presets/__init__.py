@@ -13,7 +13,7 @@ import importlib
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.errors import ConfigError
 
-NAMES = ("seed002", "seed003", "seed004_cnn", "seed004_resnet", "demo")
+NAMES = ("seed002", "seed003", "seed004_cnn", "seed004_resnet", "demo", "speedrun", "speedrun_long")
 
 
 def get(name: str) -> TrainConfig:

@@ -1,0 +1,72 @@
+"""Test-time augmentation: each named set averages exactly its views' softmax; views shift exactly;
+flip TTA gives the bits it always gave; evaluate reports any set of views."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import cli, evaluate
+from fmnist_jax import ensemble, evaluation, models, trainer, tta
+from fmnist_jax.models.layers import preprocess
+from tests.conftest import make_dataset
+
+
+def test_the_named_sets_hold_the_documented_views():
+    assert tta.VIEWS["none"] == (tta.View(),)
+    assert tta.VIEWS["flip"] == (tta.View(), tta.View(flip=True))
+    assert set(tta.VIEWS["flip_shift"]) == {tta.View(f, d, d) for f in (False, True) for d in (0, 1, -1)}
+    assert all(views[0] == tta.PLAIN for views in tta.VIEWS.values())
+
+
+def test_a_view_mirrors_then_shifts_with_background_fill():
+    x = jax.random.uniform(jax.random.key(0), (2, 28, 28, 1))
+    out = np.asarray(tta.apply_view(x, tta.View(True, 1, -1)))
+    mirrored = np.asarray(x)[:, :, ::-1]
+    np.testing.assert_array_equal(out[:, 1:, :-1], mirrored[:, :-1, 1:])
+    assert not out[:, 0].any() and not out[:, :, -1].any()
+    np.testing.assert_array_equal(tta.apply_view(x, tta.PLAIN), x)
+
+
+@pytest.fixture(scope="module")
+def mlp_members():
+    """Two members of the mlp (randomly initialised: TTA does not care) and some test images."""
+    model = models.create("mlp")
+    keys = jax.random.split(jax.random.key(0), 2)
+    variables = jax.vmap(lambda k: model.init(k, jnp.zeros((1, 28, 28)), train=False))(keys)
+    return model, variables, make_dataset(n_test=30).x_test
+
+
+@pytest.mark.parametrize("name", sorted(tta.VIEWS))
+def test_tta_averages_exactly_the_named_views_softmax(name, mlp_members):
+    model, variables, x = mlp_members
+    predict = trainer.make_member_predict(model, batch_size=16)
+    got = ensemble.mean_probabilities(tta.view_logits(predict, variables, x, name))
+    want = np.zeros_like(got)
+    for view in tta.VIEWS[name]:
+        for m in range(2):
+            v = jax.tree.map(lambda a, m=m: a[m], variables)
+            logits = model.apply(v, tta.apply_view(preprocess(jnp.asarray(x)), view), train=False)
+            want[m] += ensemble.softmax(np.asarray(logits)) / len(tta.VIEWS[name])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_flip_tta_is_bit_identical_to_the_mirror_average_of_before(mlp_members):
+    model, variables, x = mlp_members
+    predict = trainer.make_member_predict(model, batch_size=16)
+    logits, flipped = predict(variables, x), predict(variables, x, flip=True)
+    np.testing.assert_array_equal(ensemble.mean_probabilities(tta.view_logits(predict, variables, x, "flip")),
+                                  ensemble.member_probabilities(logits, flipped))
+    np.testing.assert_array_equal(predict(variables, x, view=tta.View(flip=True)), flipped)
+
+
+def test_evaluate_reports_the_chosen_views(mlp_ensemble):
+    flags, _, results = mlp_ensemble
+    metrics = cli.invoke(evaluate, ["--run=mlp2", "--tta_views=flip_shift", *flags])
+    assert metrics["tta"] == "flip_shift" and (results / "eval_best_tta_flip_shift" / "metrics.json").exists()
+    assert "with flip_shift TTA" in evaluation.describe(metrics)
+    # --tta keeps its meaning (flip) and its folder; a bool still reads as before.
+    flipped = cli.invoke(evaluate, ["--run=mlp2", "--tta", *flags])
+    assert flipped["tta"] == "flip" and (results / "eval_best_tta" / "metrics.json").exists()
+    assert evaluation.tta_views(True) == "flip" and evaluation.tta_views(False) == "none"
+    assert "TTA" not in evaluation.describe(cli.invoke(evaluate, ["--run=mlp2", *flags])).splitlines()[0]
