@@ -15,8 +15,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 run: env data knn cnn-demo
 
+# Two pytest workers: most of the suite's time is XLA compiling small programs, one core each.
+TEST_WORKERS ?= 2
+
 test: env data
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
 
 env: $(STAMP)
 

@@ -45,29 +45,33 @@ def _max_gap(a, b):
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_a_member_equals_the_same_seed_trained_alone_and_members_differ():
-    together = _final(_trainer(SGD, trainer.seed_members(3, 3), per_seed=True))
+@pytest.fixture(scope="module")
+def two_members():
+    """Members with seeds 3 and 4, each on its own split, trained one after another ("map", the
+    CPU default): the reference both tests below compare with (one compiled run, shared)."""
+    t = _trainer(SGD, trainer.seed_members(3, 2), per_seed=True)
+    assert t.member_execution == t.execution_label == "map"    # auto: several members on one CPU
+    return _final(t)
+
+
+def test_a_member_equals_the_same_seed_trained_alone_and_members_differ(two_members):
     single = _trainer(SGD, [trainer.Member(4)], per_seed=True)
     assert single.execution_label == "unbatched (one member)"
     alone = _final(single)
-    _assert_close(_member(together.train.params, 1), _member(alone.train.params, 0))
-    _assert_close(_member(together.train.batch_stats, 1), _member(alone.train.batch_stats, 0))
+    _assert_close(_member(two_members.train.params, 1), _member(alone.train.params, 0))
+    _assert_close(_member(two_members.train.batch_stats, 1), _member(alone.train.batch_stats, 0))
     # Members with different keys differ by far more than that tolerance.
-    assert _max_gap(_member(together.train.params, 0), _member(together.train.params, 1)) > 1e-2
-    assert _max_gap(_member(together.train.params, 1), _member(together.train.params, 2)) > 1e-2
+    assert _max_gap(_member(two_members.train.params, 0), _member(two_members.train.params, 1)) > 1e-2
 
 
-def test_members_run_one_after_another_equal_vmapped_members():
-    members = trainer.seed_members(3, 2)
-    mapped = _trainer(SGD, members)
-    assert mapped.member_execution == mapped.execution_label == "map"   # auto: several members on one CPU
+def test_members_run_one_after_another_equal_vmapped_members(two_members):
+    vmapped = _trainer(dataclasses.replace(SGD, member_execution="vmap"), trainer.seed_members(3, 2), per_seed=True)
+    assert vmapped.member_execution == "vmap"
+    _assert_close(two_members.train.params, _final(vmapped).train.params)
     train_idx, val_idx = trainer.member_splits(DS.y_train, SGD, [3, 4])
-    vmapped = trainer.Trainer(dataclasses.replace(SGD, member_execution="vmap"), DS.x_train, DS.y_train,
-                              train_idx, val_idx, members)
-    _assert_close(_final(mapped).train.params, _final(vmapped).train.params)
     with pytest.raises(ValueError, match="member_execution does not know 'pmap'"):
         trainer.Trainer(dataclasses.replace(SGD, member_execution="pmap"), DS.x_train, DS.y_train,
-                        train_idx, val_idx, members)
+                        train_idx, val_idx, trainer.seed_members(3, 2))
 
 
 @pytest.mark.parametrize("execution", ["vmap", "map"])
