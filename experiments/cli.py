@@ -111,7 +111,9 @@ def command_line(script, fv: flags.FlagValues) -> str:
     that were given explicitly, sorted, as absl writes them (--name=value, --flag, --noflag)."""
     own = _own_flags(script)
     given = [fv[name].serialize() for name in sorted(fv) if name in own and fv[name].present]
-    return " ".join([f"python -m {script.__name__}", *given])
+    # Run with `python -m`, the script's __name__ is "__main__"; its spec keeps the module's name.
+    module = getattr(getattr(script, "__spec__", None), "name", None) or script.__name__
+    return " ".join([f"python -m {module}", *given])
 
 
 def _own_flags(script) -> set[str]:

@@ -1,7 +1,7 @@
 """The README's results table, built from the committed records (`fmnist_jax.records`).
 
 One row per record: what was trained, the earlier project's number (or the preset's target), our
-test accuracy (mean ± std over members, their ensemble, and with flip test-time augmentation),
+test accuracy (mean ± std over members, their ensemble, and with the run's test-time augmentation),
 epochs, wall-clock minutes from the command's start, training images per second, the machine
 and the command. `write_readme` puts the table between two marker lines of README.md; the same
 rows go to records/table.json, and a plot of test accuracy against minutes next to it.
@@ -42,6 +42,7 @@ def row(record: dict) -> dict:
         "test_accuracy_std": float(np.std(members, ddof=1)) if len(members) > 1 else 0.0,
         "ensemble_accuracy": first["test"]["best"]["ensemble_accuracy"] if one_run else None,
         "tta_accuracy_mean": float(np.mean(tta)),
+        "tta_views": first.get("tta", "flip"),      # summaries older than TrainConfig.tta used flip
         "tta_ensemble_accuracy": first["test"]["best_tta"]["ensemble_accuracy"] if one_run else None,
         "epochs": first["epochs"],
         # Each run's minutes from its command's start; a resumed run has no such figure, so it
@@ -70,7 +71,7 @@ def markdown(rows: Sequence[dict]) -> str:
     """The rows as a Markdown table, with numbered notes under it."""
     if not rows:
         return "No runs are recorded yet (see `python -m experiments.results --help`).\n"
-    lines = ["| run | what | earlier / target | test accuracy | ensemble | with flip TTA | epochs | "
+    lines = ["| run | what | earlier / target | test accuracy | ensemble | with TTA | epochs | "
              "minutes | img/s | machine | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
@@ -78,7 +79,7 @@ def markdown(rows: Sequence[dict]) -> str:
         accuracy = _pct(r["test_accuracy_mean"]) + (f" ± {100 * r['test_accuracy_std']:.2f} "
                                                      f"({r['members']} members)" if r["members"] > 1 else "")
         tta = _pct(r["tta_accuracy_mean"]) + (f", ens. {_pct(r['tta_ensemble_accuracy'])}"
-                                              if r["tta_ensemble_accuracy"] is not None else "")
+                                              if r["tta_ensemble_accuracy"] is not None else "") + f" ({r['tta_views']})"
         minutes = f"{r['minutes']:.1f}" + ("" if r["minutes_are_wall_clock"] else " (training only, resumed)")
         if r["runs"] > 1:
             minutes += f" per run, {r['runs']} runs"
@@ -120,7 +121,7 @@ def plot(rows: Sequence[dict], path: Path) -> None:
                     xytext=(5, 4), fontsize=8)
     if rows and max(r["minutes"] for r in rows) / max(min(r["minutes"] for r in rows), 1e-9) > 20:
         ax.set_xscale("log")
-    ax.set_xlabel("minutes (circles: wall clock from the command's start; squares: training time of a resumed run)")
+    ax.set_xlabel("minutes (circles: from the command's start; squares: training only, resumed)")
     ax.set_ylabel("test accuracy, % (mean ± std over members)")
     ax.set_title("Fashion-MNIST: test accuracy against time")
     ax.grid(alpha=0.3)

@@ -37,7 +37,10 @@ def summarize(run, invocation: dict | None = None) -> dict:
     t, state = run.trainer, run.state
     x_test = t.replicate(run.dataset.x_test)
     best = test_scores(t, state.best, x_test, run.dataset.y_test)
-    final = test_scores(t, train.variables_of(state.train), x_test, run.dataset.y_test)
+    # When every member's best epoch is its last, its best variables are its final ones (a
+    # copy): scoring them again would only repeat the most expensive part of the summary.
+    last_is_best = bool(run.history) and all(e == t.cfg.epochs for e in np.asarray(state.best_epoch).tolist())
+    final = best if last_is_best else test_scores(t, train.variables_of(state.train), x_test, run.dataset.y_test)
     out = run.paths.results
     result = {
         "run": run.name,

@@ -66,7 +66,7 @@ def test_a_failed_write_raises_a_clear_error_and_keeps_earlier_checkpoints(tmp_p
 
 def test_resumed_ensemble_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     ds = make_dataset(n_train=128, n_test=40)
-    cfg = train.TrainConfig(model="seed003", epochs=3, batch=32, augment=("flip", "erase", "shift_zoom"),
+    cfg = train.TrainConfig(model="seed003", epochs=2, batch=32, augment=("flip", "erase", "shift_zoom"),
                             seed=7, split="random", val_fraction=0.25, split_per_seed=True)
     members = trainer.seed_members(7, 2)
 

@@ -102,3 +102,16 @@ def test_the_committed_readme_table_is_up_to_date(capsys):
     # The README's table is exactly what the committed records give.
     cli.invoke(results, ["--check"])
     assert "up to date" in capsys.readouterr().out
+
+
+def test_the_command_names_the_module_also_when_run_as_main():
+    # `python -m experiments.cnn` runs the script as __main__; the command must still say cnn.
+    from types import SimpleNamespace
+
+    from absl import flags
+    as_main = SimpleNamespace(__name__="__main__", __spec__=SimpleNamespace(name="experiments.cnn"),
+                              define_flags=cnn.define_flags)
+    fv = flags.FlagValues()
+    cnn.define_flags(fv)
+    fv(["cnn", "--preset=demo", "--epochs=3", "--overwrite"])
+    assert cli.command_line(as_main, fv) == "python -m experiments.cnn --epochs=3 --overwrite --preset=demo"
