@@ -19,7 +19,7 @@ run: env data knn cnn-demo
 TEST_WORKERS ?= 2
 
 test: env data
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --durations=15
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist=worksteal --durations=15
 
 env: $(STAMP)
 

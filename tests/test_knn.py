@@ -118,14 +118,19 @@ def test_agrees_with_sklearn_on_synthetic_data(metric, weights):
 
 
 @pytest.mark.parametrize("metric", knn.METRICS)
-@pytest.mark.parametrize("weights", knn.WEIGHTS)
-def test_agrees_with_sklearn_on_real_data(real_data, metric, weights):
+def test_agrees_with_sklearn_on_real_data(real_data, metric):
     # The subset is sized so the L1 cascade really prunes (12,000 > its first-stage capacity).
+    # One search for the largest k (neighbours come sorted, as knn.sweep relies on); each k
+    # and weighting votes from its first k, as predict does.
     x_train, y_train = real_data.x_train[:12000], real_data.y_train[:12000]
     x_test = real_data.x_test[:300]
-    for k in (1, 5, 9):
-        ours = knn.predict(x_train, y_train, x_test, k, metric, weights)
-        ref = _sklearn_predict(x_train, y_train, x_test, k, metric, weights)
-        agreement = (ours == ref).mean()
-        # 100% except exact distance ties, whose order scikit-learn leaves to argpartition.
-        assert agreement == 1.0, f"{metric} {weights} k={k}: {agreement:.4f}"
+    nb = knn.search(x_train, x_test, 9, metric)
+    np.testing.assert_array_equal(knn.predict(x_train, y_train, x_test, 9, metric),
+                                  knn.vote(y_train[nb.indices], nb.distances, 9))
+    for weights in knn.WEIGHTS:
+        for k in (1, 5, 9):
+            ours = knn.vote(y_train[nb.indices], nb.distances, k, weights)
+            ref = _sklearn_predict(x_train, y_train, x_test, k, metric, weights)
+            agreement = (ours == ref).mean()
+            # 100% except exact distance ties, whose order scikit-learn leaves to argpartition.
+            assert agreement == 1.0, f"{metric} {weights} k={k}: {agreement:.4f}"
