@@ -120,17 +120,24 @@ def test_agrees_with_sklearn_on_synthetic_data(metric, weights):
 @pytest.mark.parametrize("metric", knn.METRICS)
 def test_agrees_with_sklearn_on_real_data(real_data, metric):
     # The subset is sized so the L1 cascade really prunes (12,000 > its first-stage capacity).
-    # One search for the largest k (neighbours come sorted, as knn.sweep relies on); each k
-    # and weighting votes from its first k, as predict does.
+    # One search for the largest k, against scikit-learn's neighbours for it (its brute L1 takes
+    # seconds a call); every k and weighting then votes from the first k neighbours of each, as
+    # knn.sweep does (the votes themselves match scikit-learn's classifier in the synthetic test
+    # above), and predict matches scikit-learn's classifier end to end for k = 5.
+    from sklearn.neighbors import NearestNeighbors
     x_train, y_train = real_data.x_train[:12000], real_data.y_train[:12000]
     x_test = real_data.x_test[:300]
+    flat = lambda x: x.reshape(len(x), -1).astype(np.float64)
     nb = knn.search(x_train, x_test, 9, metric)
-    np.testing.assert_array_equal(knn.predict(x_train, y_train, x_test, 9, metric),
-                                  knn.vote(y_train[nb.indices], nb.distances, 9))
+    ref_dist, ref_idx = NearestNeighbors(n_neighbors=9, p=1 if metric == "l1" else 2, algorithm="brute"
+                                         ).fit(flat(x_train)).kneighbors(flat(x_test))
+    np.testing.assert_allclose(np.asarray(nb.distances, np.float64), ref_dist, rtol=1e-5)
     for weights in knn.WEIGHTS:
         for k in (1, 5, 9):
             ours = knn.vote(y_train[nb.indices], nb.distances, k, weights)
-            ref = _sklearn_predict(x_train, y_train, x_test, k, metric, weights)
+            ref = knn.vote(y_train[ref_idx], ref_dist, k, weights)
             agreement = (ours == ref).mean()
             # 100% except exact distance ties, whose order scikit-learn leaves to argpartition.
             assert agreement == 1.0, f"{metric} {weights} k={k}: {agreement:.4f}"
+    np.testing.assert_array_equal(knn.predict(x_train, y_train, x_test, 5, metric),
+                                  _sklearn_predict(x_train, y_train, x_test, 5, metric, "uniform"))

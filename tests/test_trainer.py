@@ -18,6 +18,8 @@ from tests.conftest import make_dataset
 SGD = train.TrainConfig(model="seed003", epochs=1, batch=32, augment=("flip", "erase"),
                         optimizer="sgd", lr=0.05, split="random", val_fraction=0.25)
 DS = make_dataset(n_train=160, n_test=40)
+# The hyper-parameter tests check the member machinery, not the network: the mlp compiles fast.
+MLP_SGD = dataclasses.replace(SGD, model="mlp")
 
 
 def _trainer(cfg, members, per_seed=False):
@@ -97,8 +99,8 @@ def test_a_single_member_is_traced_unbatched(execution):
 
 def test_a_sweep_member_equals_a_run_with_its_hyper_parameters():
     changed = dict(lr=0.02, weight_decay=1e-3, dropout_scale=0.0, erase_p=1.0, label_smoothing=0.1)
-    swept = _final(_trainer(SGD, [trainer.Member(5), trainer.Member(5, changed)]))
-    alone = _final(_trainer(dataclasses.replace(SGD, **changed), [trainer.Member(5)]))
+    swept = _final(_trainer(MLP_SGD, [trainer.Member(5), trainer.Member(5, changed)]))
+    alone = _final(_trainer(dataclasses.replace(MLP_SGD, **changed), [trainer.Member(5)]))
     _assert_close(_member(swept.train.params, 1), _member(alone.train.params, 0))
     # Same seed, same data order: only the hyper-parameters make member 0 differ from member 1.
     assert _max_gap(_member(swept.train.params, 0), _member(swept.train.params, 1)) > 1e-2
@@ -107,7 +109,7 @@ def test_a_sweep_member_equals_a_run_with_its_hyper_parameters():
 @pytest.mark.parametrize("name, value", [("lr", 0.2), ("weight_decay", 0.5), ("dropout_scale", 0.0),
                                          ("erase_p", 0.0), ("label_smoothing", 0.3)])
 def test_each_hyper_parameter_reaches_the_step(name, value):
-    state = _final(_trainer(SGD, [trainer.Member(5), trainer.Member(5, {name: value})]))
+    state = _final(_trainer(MLP_SGD, [trainer.Member(5), trainer.Member(5, {name: value})]))
     assert float(state.train.hparams.__getattribute__(name)[1]) == pytest.approx(value)
     assert _max_gap(_member(state.train.params, 0), _member(state.train.params, 1)) > 1e-4
 
