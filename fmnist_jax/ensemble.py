@@ -17,12 +17,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
-def member_probabilities(logits: np.ndarray, flipped_logits: np.ndarray | None = None) -> np.ndarray:
-    """[M, N, C] class probabilities of each member, averaged with the flipped images' if given."""
-    probs = softmax(logits)
-    if flipped_logits is not None:
-        probs = (probs + softmax(flipped_logits)) / 2
-    return probs
+def member_probabilities(logits: np.ndarray) -> np.ndarray:
+    """[M, N, C] class probabilities of each member (TTA views: `mean_probabilities`)."""
+    return softmax(logits)
 
 
 def mean_probabilities(view_logits) -> np.ndarray:

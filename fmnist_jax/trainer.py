@@ -187,9 +187,9 @@ def make_member_evaluate(model, batch_size: int, execution: str = "vmap"):
 
 
 def make_member_predict(model, batch_size: int, execution: str = "vmap"):
-    """predict(variables [M], x, flip=False, view=None) -> logits [M, N, 10] (numpy).
+    """predict(variables [M], x, view=tta.PLAIN) -> logits [M, N, 10] (numpy).
 
-    `view` (a `tta.View`) predicts on that view of every image; flip=True is View(flip=True).
+    `view` (a `tta.View`) predicts on that view of every image.
     `execution` runs the members as `over_members` does ("vmap" or "map").
     """
 
@@ -201,8 +201,8 @@ def make_member_predict(model, batch_size: int, execution: str = "vmap"):
             return jax.lax.scan(body, None, idx)[1]
         return over_members(member, (0,), execution)(variables)
 
-    def predict(variables, x, flip: bool = False, view: tta.View | None = None):
-        view = tta.View(*view) if view is not None else tta.View(flip=bool(flip))
+    def predict(variables, x, view: tta.View = tta.PLAIN):
+        view = tta.View(*view)
         positions, _ = train.padded_batches(len(x), batch_size)
         logits = np.asarray(jax.device_get(logits_of(variables, x, positions, view)))
         return logits.reshape(logits.shape[0], -1, logits.shape[-1])[:, : len(x)]

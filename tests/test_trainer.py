@@ -184,5 +184,5 @@ def test_ensemble_scores_members_mean_std_and_soft_vote():
     assert scores["mean_accuracy"] == pytest.approx(2 / 3)
     assert scores["std_accuracy"] == pytest.approx(np.std([0.75, 0.75, 0.5], ddof=1))
     assert scores["ensemble_accuracy"] == 1.0
-    flipped = ensemble.member_probabilities(logits, logits[:, :, ::-1])
+    flipped = ensemble.mean_probabilities([logits, logits[:, :, ::-1]])
     np.testing.assert_allclose(flipped.sum(-1), 1.0)

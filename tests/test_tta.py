@@ -54,10 +54,11 @@ def test_tta_averages_exactly_the_named_views_softmax(name, mlp_members):
 def test_flip_tta_is_bit_identical_to_the_mirror_average_of_before(mlp_members):
     model, variables, x = mlp_members
     predict = trainer.make_member_predict(model, batch_size=16)
-    logits, flipped = predict(variables, x), predict(variables, x, flip=True)
+    logits, flipped = predict(variables, x), predict(variables, x, view=tta.View(flip=True))
+    # The mirror average of before: (softmax(image) + softmax(mirror image)) / 2.
     np.testing.assert_array_equal(ensemble.mean_probabilities(tta.view_logits(predict, variables, x, "flip")),
-                                  ensemble.member_probabilities(logits, flipped))
-    np.testing.assert_array_equal(predict(variables, x, view=tta.View(flip=True)), flipped)
+                                  (ensemble.softmax(logits) + ensemble.softmax(flipped)) / 2)
+    np.testing.assert_array_equal(predict(variables, np.asarray(x)[:, :, ::-1]), flipped)
 
 
 def test_evaluate_reports_the_chosen_views(mlp_ensemble):
