@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import math
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import flax
 import jax
@@ -189,23 +189,35 @@ def make_member_evaluate(model, batch_size: int, execution: str = "vmap"):
 def make_member_predict(model, batch_size: int, execution: str = "vmap"):
     """predict(variables [M], x, view=tta.PLAIN) -> logits [M, N, 10] (numpy).
 
-    `view` (a `tta.View`) predicts on that view of every image.
+    `view` (a `tta.View`) predicts on that view of every image. With `views=` (a sequence of
+    views) instead, predict returns a list of logits [M, N, 10], one per view, computed by one
+    program: each batch is read once and its views go through the net one after another
+    (`lax.map`), so a set of views costs one compilation and no more memory than one view.
     `execution` runs the members as `over_members` does ("vmap" or "map").
     """
 
-    @functools.partial(jax.jit, static_argnames="view")
-    def logits_of(variables, x, idx, view):
+    def apply(v, images):
+        return model.apply(v, images, train=False)
+
+    @functools.partial(jax.jit, static_argnames="views")
+    def logits_of(variables, x, idx, views):
         def member(v):
             def body(_, i):
-                return None, model.apply(v, tta.apply_view(preprocess(x[i]), view), train=False)
-            return jax.lax.scan(body, None, idx)[1]
+                images = preprocess(x[i])
+                if len(views) == 1:
+                    return None, apply(v, tta.apply_view(images, views[0]))[None]
+                stacked = jnp.stack([tta.apply_view(images, view) for view in views])
+                return None, jax.lax.map(functools.partial(apply, v), stacked)
+            return jax.lax.scan(body, None, idx)[1]                     # [steps, V, batch, C]
         return over_members(member, (0,), execution)(variables)
 
-    def predict(variables, x, view: tta.View = tta.PLAIN):
-        view = tta.View(*view)
+    def predict(variables, x, view: tta.View = tta.PLAIN, *, views: Sequence[tta.View] | None = None):
+        chosen = (tta.View(*view),) if views is None else tuple(tta.View(*v) for v in views)
         positions, _ = train.padded_batches(len(x), batch_size)
-        logits = np.asarray(jax.device_get(logits_of(variables, x, positions, view)))
-        return logits.reshape(logits.shape[0], -1, logits.shape[-1])[:, : len(x)]
+        logits = np.asarray(jax.device_get(logits_of(variables, x, positions, chosen)))
+        m, steps, v, b, c = logits.shape
+        logits = logits.transpose(2, 0, 1, 3, 4).reshape(v, m, steps * b, c)[:, :, : len(x)]
+        return logits[0] if views is None else list(logits)
 
     return predict
 
@@ -248,18 +260,11 @@ class Trainer:
         keys = jax.vmap(train.run_keys)(jnp.asarray([m.seed for m in self.members]))
         self.init_keys, self.data_keys, self.loop_keys = (sharding.put_keys(k, by_member) for k in keys)
 
-        tx = train.make_optimizer(cfg, self.steps_per_epoch)  # structure only; values come per member
-        init_one = functools.partial(train.init_state, self.model, tx)
-        self._init = jax.jit(jax.vmap(self._init_run_state(init_one)), out_shardings=by_member)
-        run_steps = train.make_run_steps(train.make_train_step(self.model, cfg, self.steps_per_epoch))
-        self._run_steps = jax.jit(over_members(run_steps, (0, None, None, 0, 0, 0), self.member_execution),
-                                  donate_argnums=(0,), out_shardings=by_member)
-        # The epoch is traced (fold_in takes an array), so one program serves every epoch.
-        self._batches = jax.jit(jax.vmap(self._member_batches, in_axes=(0, 0, None)),
-                                out_shardings=sharding.batch_sharding(self.mesh))
-        self._keep_best = jax.jit(_keep_best, donate_argnums=(0,), out_shardings=by_member)
-        self.evaluate = make_member_evaluate(self.model, cfg.eval_batch, self.member_execution)
-        self.predict = make_member_predict(self.model, cfg.eval_batch, self.member_execution)
+        programs = _programs(dataclasses.replace(cfg, seed=0, seeds=1), self.steps_per_epoch, self.n_train,
+                             self.mesh, self.member_execution)
+        self._init, self._run_steps, self._batches, self._keep_best = (
+            programs.init, programs.run_steps, programs.batches, programs.keep_best)
+        self.evaluate, self.predict = programs.evaluate, programs.predict
         self.segment = train.segment_length(self.steps_per_epoch)
 
     @property
@@ -283,9 +288,6 @@ class Trainer:
     def replicate(self, x) -> jax.Array:
         """A host array placed whole on every device of the run's mesh (e.g. the test images)."""
         return sharding.put(np.asarray(x), sharding.replicated(self.mesh))
-
-    def _member_batches(self, data_key, train_idx, epoch):
-        return train_idx[train.epoch_batches(data_key, epoch, self.n_train, self.cfg.batch)]
 
     def init(self) -> RunState:
         """Fresh members, sharded over the member axis; a model initialised from data (see
@@ -361,6 +363,46 @@ class Trainer:
                 lr=lr.tolist(), train_loss=train_loss.tolist(),
                 train_accuracy=(sums["correct"] / sums["count"]).tolist(),
                 val_loss=val["loss"].tolist(), val_accuracy=val["accuracy"].tolist()), state
+
+
+class _Programs(NamedTuple):
+    init: Callable
+    run_steps: Callable
+    batches: Callable
+    keep_best: Callable
+    evaluate: Callable
+    predict: Callable
+
+
+@functools.lru_cache(maxsize=16)
+def _programs(cfg: train.TrainConfig, steps_per_epoch: int, n_train: int, mesh, member_execution: str) -> _Programs:
+    """The jitted programs of a Trainer, shared by every Trainer with the same arguments.
+
+    jax.jit caches what it traced and compiled per function object, so Trainers that build their
+    own closures trace and compile everything again; sharing the function objects lets a second
+    Trainer of the same configuration (another seed, a resumed run, a sweep's shape group in the
+    same process, the next test) start without tracing. `cfg` comes with its seed fields reset:
+    seeds only enter the programs as arguments (the run keys) and shapes (the member axis).
+    """
+    model = train.build_model(cfg)
+    by_member = sharding.member_sharding(mesh)
+    tx = train.make_optimizer(cfg, steps_per_epoch)  # structure only; values come per member
+    init_one = functools.partial(train.init_state, model, tx)
+    run_steps = train.make_run_steps(train.make_train_step(model, cfg, steps_per_epoch))
+
+    def member_batches(data_key, train_idx, epoch):
+        return train_idx[train.epoch_batches(data_key, epoch, n_train, cfg.batch)]
+
+    return _Programs(
+        init=jax.jit(jax.vmap(Trainer._init_run_state(init_one)), out_shardings=by_member),
+        run_steps=jax.jit(over_members(run_steps, (0, None, None, 0, 0, 0), member_execution),
+                          donate_argnums=(0,), out_shardings=by_member),
+        # The epoch is traced (fold_in takes an array), so one program serves every epoch.
+        batches=jax.jit(jax.vmap(member_batches, in_axes=(0, 0, None)),
+                        out_shardings=sharding.batch_sharding(mesh)),
+        keep_best=jax.jit(_keep_best, donate_argnums=(0,), out_shardings=by_member),
+        evaluate=make_member_evaluate(model, cfg.eval_batch, member_execution),
+        predict=make_member_predict(model, cfg.eval_batch, member_execution))
 
 
 class Interrupted(Exception):

@@ -60,5 +60,6 @@ def apply_view(images, view: View):
 
 
 def view_logits(predict: Callable, variables, x, name: str) -> list:
-    """predict(variables, x, view=v) for every view v of the set `name`, plain image first."""
-    return [predict(variables, x, view=v) for v in VIEWS[check(name)]]
+    """The logits of every view of the set `name`, plain image first: predict(variables, x,
+    views=...) of a `trainer.make_member_predict` predict (one program for all the views)."""
+    return list(predict(variables, x, views=VIEWS[check(name)]))

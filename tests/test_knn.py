@@ -123,10 +123,12 @@ def test_agrees_with_sklearn_on_real_data(real_data, metric):
     # One search for the largest k, against scikit-learn's neighbours for it (its brute L1 takes
     # seconds a call); every k and weighting then votes from the first k neighbours of each, as
     # knn.sweep does (the votes themselves match scikit-learn's classifier in the synthetic test
-    # above), and predict matches scikit-learn's classifier end to end for k = 5.
+    # above; predict, which is the vote of the search, is checked against scikit-learn's
+    # classifier there too). The suite compiles for speed of compilation (tests/conftest.py), so
+    # the search here runs several times slower than in use: 150 queries keep it to seconds.
     from sklearn.neighbors import NearestNeighbors
     x_train, y_train = real_data.x_train[:12000], real_data.y_train[:12000]
-    x_test = real_data.x_test[:300]
+    x_test = real_data.x_test[:150]
     flat = lambda x: x.reshape(len(x), -1).astype(np.float64)
     nb = knn.search(x_train, x_test, 9, metric)
     ref_dist, ref_idx = NearestNeighbors(n_neighbors=9, p=1 if metric == "l1" else 2, algorithm="brute"
@@ -139,5 +141,3 @@ def test_agrees_with_sklearn_on_real_data(real_data, metric):
             agreement = (ours == ref).mean()
             # 100% except exact distance ties, whose order scikit-learn leaves to argpartition.
             assert agreement == 1.0, f"{metric} {weights} k={k}: {agreement:.4f}"
-    np.testing.assert_array_equal(knn.predict(x_train, y_train, x_test, 5, metric),
-                                  _sklearn_predict(x_train, y_train, x_test, 5, metric, "uniform"))
