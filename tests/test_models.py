@@ -24,6 +24,8 @@ PINNED = {
     # Totals include the fixed whitening layer (3x3x1x9 kernel + 9 bias), which is not trainable.
     "speedrun": (383_002, 382_016),
     "speedrun_small": (99_386, 98_848),
+    "speedrun_small_relu": (99_386, 98_848),
+    "speedrun_relu": (383_002, 382_016),
     "speedrun_deep": (1_158_490, 1_156_608),
     "speedrun_bn_scale": (383_450, 382_464),
     "speedrun_no_whiten": (383_128, 382_196),

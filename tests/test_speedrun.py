@@ -124,3 +124,23 @@ def test_speedrun_presets_run_one_step_end_to_end(name, synthetic_dir, tmp_path)
         info = export.export_run(paths)
         exported = jax_export.deserialize(bytearray((Path(info["folder"]) / "model.jax").read_bytes()))
         np.testing.assert_allclose(exported.call(images), want, rtol=1e-4, atol=1e-4)
+
+
+def test_the_activation_is_an_option_with_the_same_parameters():
+    images = make_dataset(n_test=4).x_test
+    gelu, relu = models.create("speedrun_small"), models.create("speedrun_small_relu")
+    variables = gelu.init(jax.random.key(0), images, train=False)
+    assert jax.tree.structure(variables) == jax.tree.structure(relu.init(jax.random.key(0), images, train=False))
+
+    def conv0(model):
+        _, state = model.apply(variables, images, train=False, mutable=["intermediates"])
+        return np.asarray(state["intermediates"]["conv0"][0])
+
+    # conv0 is the activation of the whitened patches and their negatives: ReLU keeps exactly
+    # the positive half of each pair, GELU also passes small negative values.
+    r, g = conv0(relu), conv0(gelu)
+    half = r.shape[-1] // 2
+    np.testing.assert_array_equal(r[..., :half] + r[..., half:], np.abs(r[..., :half] - r[..., half:]))
+    assert r.min() == 0.0 and g.min() < 0.0
+    with pytest.raises(ValueError, match="unknown activation 'swish'"):
+        models.create("speedrun_small").clone(activation="swish").init(jax.random.key(0), images, train=False)

@@ -35,6 +35,8 @@ REGISTRY: dict[str, Callable[[], nn.Module]] = {
     # The speedrun family (models/speedrun.py) and its ablations.
     "speedrun": SpeedrunNet,
     "speedrun_small": functools.partial(SpeedrunNet, widths=(32, 64, 128)),
+    "speedrun_small_relu": functools.partial(SpeedrunNet, widths=(32, 64, 128), activation="relu"),
+    "speedrun_relu": functools.partial(SpeedrunNet, activation="relu"),
     "speedrun_deep": functools.partial(SpeedrunNet, depth=2),
     "speedrun_bn_scale": functools.partial(SpeedrunNet, bn_scale=True),
     "speedrun_no_whiten": functools.partial(SpeedrunNet, whiten=False),
