@@ -16,8 +16,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # so the suite compiles for compilation speed: LLVM's optimisation level 0 (test_train +
 # test_trainer: 344 to 171 CPU seconds) and XLA CPU's older fusion emitters, which skip the MLIR
 # pipeline of the new ones (test_train + test_trainer + test_speedrun: 136 to 94 s; the whole
-# suite on 2 cores: 344 to 250 s). Both change how fast the code runs, not what it computes (no
-# fast-math), and every comparison in the suite is between programs compiled the same way.
+# suite on 2 cores: 344 to 250 s). Neither uses fast-math: values agree with optimised code to
+# float rounding, and every comparison in the suite is between programs compiled the same way.
 # Compute-heavy tests must stay small: the code runs up to 8x slower (an L1 k-NN search).
 # Set XLA_FLAGS yourself to test the code as it is compiled in use.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
