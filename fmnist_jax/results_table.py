@@ -52,9 +52,19 @@ def row(record: dict) -> dict:
         "runs": len(summaries),
         "images_per_second": first.get("median_images_per_second"),
         "machine": _machine(env, first.get("devices", "")),
-        "command": invocation.get("command", ""),
+        "command": portable_command(invocation.get("command", "")),
         "notes": record.get("notes", ""),
     }
+
+
+# Where a run read and wrote its files: the machine's business, not the recipe's (the record
+# keeps the command as run).
+_LOCAL_FLAGS = ("--data_dir=", "--results_dir=", "--checkpoint_dir=")
+
+
+def portable_command(command: str) -> str:
+    """`command` without its local folder flags (--data_dir, --results_dir, --checkpoint_dir)."""
+    return " ".join(part for part in command.split(" ") if not part.startswith(_LOCAL_FLAGS))
 
 
 def _machine(env: dict, devices: str) -> str:

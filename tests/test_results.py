@@ -48,7 +48,10 @@ def test_record_then_table_then_check(folders, capsys):
     text = readme.read_text()
     assert text.startswith("# Results\n\nBefore.") and text.endswith("After.\n") and "old table" not in text
     assert f"| tiny [1] | mlp | – | {100 * np.mean(members):.2f}% ± " in text
-    assert f"`{summary['invocation']['command']}`" in text and "[1] two tiny members" in text
+    # The table's command drops the run's local folders; the record keeps them.
+    assert "--results_dir=" in summary["invocation"]["command"]
+    assert row["command"] == results_table.portable_command(summary["invocation"]["command"])
+    assert f"`{row['command']}`" in text and "_dir=" not in row["command"] and "[1] two tiny members" in text
     assert json.loads((records_dir / "table.json").read_text()) == rows
     assert (records_dir / "accuracy_vs_minutes.png").stat().st_size > 0
 
