@@ -14,8 +14,6 @@ default 0).
 from __future__ import annotations
 
 import logging
-import os
-from pathlib import Path
 
 import numpy as np
 
@@ -23,19 +21,11 @@ from fmnist_jax import analysis, ensemble, restore
 from fmnist_jax import analysis_plots as plots
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.run import load_trainer
-from fmnist_jax.run_files import RunPaths, write_json
+from fmnist_jax.run_files import RunPaths, write_json, write_npz
 
 log = logging.getLogger(__name__)
 
 MAX_FEATURE_IMAGES = 16
-
-
-def save_npz(path: Path, **arrays) -> None:
-    """np.savez through a temporary name, so a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def pick_feature_images(labels: np.ndarray, k: int) -> np.ndarray:
@@ -92,7 +82,7 @@ def analyze_run(paths: RunPaths, which: str = "best", member: int | None = None,
 
     out = paths.results / (f"analysis_{which}" + ("" if member is None else f"_member{member}"))
     (out / "feature_maps").mkdir(parents=True, exist_ok=True)
-    save_npz(out / "tsne.npz", indices=idx, labels=y_test[idx], predicted=y_pred[idx], features=features,
+    write_npz(out / "tsne.npz", indices=idx, labels=y_test[idx], predicted=y_pred[idx], features=features,
              features_tsne=features_xy, pixels_tsne=pixels_xy)
     plots.plot_embedding(features_xy, y_test[idx], names, out / "tsne_features.png",
                          f"t-SNE of penultimate features ({features.shape[1]}-d), {len(idx)} test images\n"
@@ -110,7 +100,7 @@ def analyze_run(paths: RunPaths, which: str = "best", member: int | None = None,
         plots.plot_filters(filters, out / "first_layer_filters.png",
                            f"first-layer filters of {paths.name} ({which}, {net_label}): {filters.shape[0]} of "
                            f"{filters.shape[1]}x{filters.shape[2]}")
-    save_npz(out / "feature_maps.npz", images=x_test[picked], indices=picked, **arrays)
+    write_npz(out / "feature_maps.npz", images=x_test[picked], indices=picked, **arrays)
     plots.plot_reliability(cal, out / "reliability.png", f"reliability of {label}")
     plots.plot_confidence_histograms(cal["example_confidence"], cal["example_correct"],
                                      out / "confidence_histogram.png", f"confidence of {label}")

@@ -14,8 +14,11 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
+from fmnist_jax import ensemble
 from fmnist_jax.errors import RunError
-from fmnist_jax.run_files import RunPaths, check_run_name, write_json
+from fmnist_jax.run_files import PROBABILITIES_FILE, RunPaths, check_run_name, write_json
 
 RECORDS_DIR = Path("records")
 
@@ -39,10 +42,36 @@ def record_runs(name: str, runs: Sequence[RunPaths], *, records_dir=RECORDS_DIR,
     path = Path(records_dir) / f"{name}.json"
     if notes is None and path.exists():
         notes = _read(path).get("notes", "")
-    record = {"name": name, "runs": entries, "notes": notes or ""}
+    record = {"name": name, "runs": entries, "notes": notes or "", "ensemble": runs_ensemble(runs)}
     Path(records_dir).mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     return record
+
+
+def runs_ensemble(runs: Sequence[RunPaths]) -> dict | None:
+    """The soft vote of every member of `runs` on the test set, plain and with each run's TTA, from
+    the probabilities their summaries saved (`PROBABILITIES_FILE`): the ensemble of
+    members trained as separate runs. None when a run has no such file (runs older than it) or
+    the runs were tested on different images."""
+    plain, tta, labels = [], [], None
+    for paths in runs:
+        file = paths.results / PROBABILITIES_FILE
+        if not file.exists():
+            return None
+        try:
+            with np.load(file) as saved:
+                run_labels, run_plain, run_tta = saved["labels"], saved["best_plain"], saved["best_tta"]
+        except (OSError, ValueError, KeyError) as e:
+            raise RunError(f"cannot read {file} ({e}); rerun the run's command with --overwrite.") from e
+        if labels is not None and not np.array_equal(labels, run_labels):
+            return None
+        labels = run_labels
+        plain.append(run_plain)
+        tta.append(run_tta)
+    plain, tta = np.concatenate(plain), np.concatenate(tta)
+    return {"members": len(plain),
+            "best": ensemble.score(plain.astype(np.float64), labels)["ensemble_accuracy"],
+            "best_tta": ensemble.score(tta.astype(np.float64), labels)["ensemble_accuracy"]}
 
 
 def load_records(records_dir=RECORDS_DIR) -> list[dict]:

@@ -31,6 +31,8 @@ def row(record: dict) -> dict:
     members = [acc for s in summaries for acc in s["test"]["best"]["member_accuracy"]]
     tta = [acc for s in summaries for acc in s["test"]["best_tta"]["member_accuracy"]]
     one_run = len(summaries) == 1 and len(members) > 1
+    # Members trained as separate runs vote through the record's saved ensemble (if any).
+    runs_vote = (record.get("ensemble") or {}) if len(summaries) > 1 else {}
     fresh = all(s.get("started_at_epoch", 0) == 0 and "wall_seconds" in s for s in summaries)
     env = first.get("environment", {})
     return {
@@ -40,10 +42,10 @@ def row(record: dict) -> dict:
         "reference": presets.reference(preset) if preset in presets.NAMES else "",
         "test_accuracy_mean": float(np.mean(members)),
         "test_accuracy_std": float(np.std(members, ddof=1)) if len(members) > 1 else 0.0,
-        "ensemble_accuracy": first["test"]["best"]["ensemble_accuracy"] if one_run else None,
+        "ensemble_accuracy": first["test"]["best"]["ensemble_accuracy"] if one_run else runs_vote.get("best"),
         "tta_accuracy_mean": float(np.mean(tta)),
         "tta_views": first.get("tta", "flip"),      # summaries older than TrainConfig.tta used flip
-        "tta_ensemble_accuracy": first["test"]["best_tta"]["ensemble_accuracy"] if one_run else None,
+        "tta_ensemble_accuracy": first["test"]["best_tta"]["ensemble_accuracy"] if one_run else runs_vote.get("best_tta"),
         "epochs": first["epochs"],
         # Each run's minutes from its command's start; a resumed run has no such figure, so it
         # counts its epochs' training time only (and says so).

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from fmnist_jax import config
 from fmnist_jax.errors import ConfigError, RunError
 
@@ -77,6 +79,24 @@ def write_text(path: Path, text: str) -> None:
 def write_json(path: Path, payload: Any) -> None:
     """Writes JSON atomically: a crash never leaves a half-written file behind."""
     write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+# In results/<run>/: each member's test-set probabilities of its best-validation variables,
+# plain and with the run's TTA (the summary writes it): what a vote of separately trained runs
+# needs (`records.runs_ensemble`).
+PROBABILITIES_FILE = "test_probabilities.npz"
+
+
+def write_npz(path: Path, **arrays) -> None:
+    """np.savez atomically (a temporary name, then a rename): never half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"cannot write {path} ({e.strerror}).") from e
 
 
 def environment() -> dict:

@@ -2,12 +2,14 @@
 its staleness check, and the provenance every summary carries (command, wall clock, resume)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from experiments import cli, cnn, results
-from fmnist_jax import results_table
+from fmnist_jax import ensemble, results_table
+from fmnist_jax.run_files import PROBABILITIES_FILE
 from tests.conftest import assert_exits_with_sentence
 
 README = f"# Results\n\nBefore.\n\n{results_table.BEGIN}\nold table\n{results_table.END}\n\nAfter.\n"
@@ -118,3 +120,30 @@ def test_the_command_names_the_module_also_when_run_as_main():
     cnn.define_flags(fv)
     fv(["cnn", "--preset=demo", "--epochs=3", "--overwrite"])
     assert cli.command_line(as_main, fv) == "python -m experiments.cnn --epochs=3 --overwrite --preset=demo"
+
+
+def test_members_of_separate_runs_vote_from_their_saved_probabilities(folders, mlp_ensemble):
+    flags, _, records_dir, run_dir = folders
+    summary = json.loads((run_dir / "summary.json").read_text())
+    with np.load(run_dir / PROBABILITIES_FILE) as saved:
+        labels, plain, tta = saved["labels"], saved["best_plain"], saved["best_tta"]
+    np.testing.assert_array_equal(labels, mlp_ensemble[1].y_test)
+    assert plain.shape == tta.shape == (2, len(labels), 10)
+    # They are the probabilities the summary scored.
+    for probs, key in ((plain, "best"), (tta, "best_tta")):
+        np.testing.assert_allclose((probs.argmax(-1) == labels).mean(-1), summary["test"][key]["member_accuracy"])
+        assert ensemble.score(probs.astype(np.float64), labels)["ensemble_accuracy"] == \
+            summary["test"][key]["ensemble_accuracy"]
+    # The same run recorded twice: four members, two identical pairs, so the same vote as the run's.
+    rows = cli.invoke(results, ["--record=twice", "--runs=mlp2,mlp2", *flags])
+    [row] = [r for r in rows if r["name"] == "twice"]
+    assert json.loads((records_dir / "twice.json").read_text())["ensemble"]["members"] == 4
+    assert row["ensemble_accuracy"] == summary["test"]["best"]["ensemble_accuracy"]
+    assert row["tta_ensemble_accuracy"] == summary["test"]["best_tta"]["ensemble_accuracy"]
+    # A run without the file (older than it) leaves the vote out rather than guessing.
+    old = run_dir.parent / "old"
+    shutil.copytree(run_dir, old)
+    (old / PROBABILITIES_FILE).unlink()
+    rows = cli.invoke(results, ["--record=mixed", "--runs=mlp2,old", *flags])
+    [row] = [r for r in rows if r["name"] == "mixed"]
+    assert row["ensemble_accuracy"] is None and row["tta_ensemble_accuracy"] is None
