@@ -109,6 +109,13 @@ def test_the_committed_readme_table_is_up_to_date(capsys):
     assert "up to date" in capsys.readouterr().out
 
 
+def test_the_table_command_leaves_out_where_files_went():
+    command = ("python -m experiments.cnn --checkpoint_dir=/tmp/c --data_dir=d --epochs=8 --overwrite "
+               "--preset=speedrun --results_dir=r --run_name=s0 --seed=0")
+    assert results_table.portable_command(command) == \
+        "python -m experiments.cnn --epochs=8 --preset=speedrun --run_name=s0 --seed=0"
+
+
 def test_the_command_names_the_module_also_when_run_as_main():
     # `python -m experiments.cnn` runs the script as __main__; the command must still say cnn.
     from types import SimpleNamespace
