@@ -61,14 +61,14 @@ def row(record: dict) -> dict:
 
 # Where a run read and wrote its files, and whether it replaced an earlier run: the machine's
 # business, not the recipe's (the record keeps the command as run).
-_LOCAL_FLAGS = ("--data_dir=", "--results_dir=", "--checkpoint_dir=")
+_LOCAL_OPTIONS = ("--data_dir=", "--results_dir=", "--checkpoint_dir=")
 
 
 def portable_command(command: str) -> str:
     """`command` without its local folder flags (--data_dir, --results_dir, --checkpoint_dir) and
     --overwrite."""
     return " ".join(part for part in command.split(" ")
-                    if not part.startswith(_LOCAL_FLAGS) and part != "--overwrite")
+                    if not part.startswith(_LOCAL_OPTIONS) and part != "--overwrite")
 
 
 def _machine(env: dict, devices: str) -> str:
