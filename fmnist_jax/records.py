@@ -69,9 +69,11 @@ def runs_ensemble(runs: Sequence[RunPaths]) -> dict | None:
         plain.append(run_plain)
         tta.append(run_tta)
     plain, tta = np.concatenate(plain), np.concatenate(tta)
-    return {"members": len(plain),
-            "best": ensemble.score(plain.astype(np.float64), labels)["ensemble_accuracy"],
-            "best_tta": ensemble.score(tta.astype(np.float64), labels)["ensemble_accuracy"]}
+
+    def accuracy(probs):      # in float64, as the summary's own vote
+        return float((ensemble.vote(probs.astype(np.float64)) == labels).mean())
+
+    return {"members": len(plain), "best": accuracy(plain), "best_tta": accuracy(tta)}
 
 
 def load_records(records_dir=RECORDS_DIR) -> list[dict]:

@@ -204,7 +204,7 @@ def make_member_predict(model, batch_size: int, execution: str = "vmap"):
         def member(v):
             def body(_, i):
                 images = preprocess(x[i])
-                if len(views) == 1:
+                if len(views) == 1:      # no loop around the net: the program of a plain predict
                     return None, apply(v, tta.apply_view(images, views[0]))[None]
                 stacked = jnp.stack([tta.apply_view(images, view) for view in views])
                 return None, jax.lax.map(functools.partial(apply, v), stacked)
@@ -245,7 +245,6 @@ class Trainer:
             raise ConfigError("val_fraction", f"{cfg.val_fraction} leaves an empty validation split; "
                                               "raise it.")
         self.hparams = _stack([train.HParams.create(cfg, **m.hparams) for m in self.members])
-        self.model = train.build_model(cfg)
         self.steps_per_epoch = train_idx.shape[1] // cfg.batch
         self.n_train, self.n_val = train_idx.shape[1], val_idx.shape[1]
         self.lr_shape = train.learning_rate_schedule(cfg, self.steps_per_epoch, peak=1.0)
@@ -262,6 +261,7 @@ class Trainer:
 
         programs = _programs(dataclasses.replace(cfg, seed=0, seeds=1), self.steps_per_epoch, self.n_train,
                              self.mesh, self.member_execution)
+        self.model = programs.model
         self._init, self._run_steps, self._batches, self._keep_best = (
             programs.init, programs.run_steps, programs.batches, programs.keep_best)
         self.evaluate, self.predict = programs.evaluate, programs.predict
@@ -366,6 +366,7 @@ class Trainer:
 
 
 class _Programs(NamedTuple):
+    model: Any
     init: Callable
     run_steps: Callable
     batches: Callable
@@ -394,6 +395,7 @@ def _programs(cfg: train.TrainConfig, steps_per_epoch: int, n_train: int, mesh, 
         return train_idx[train.epoch_batches(data_key, epoch, n_train, cfg.batch)]
 
     return _Programs(
+        model=model,
         init=jax.jit(jax.vmap(Trainer._init_run_state(init_one)), out_shardings=by_member),
         run_steps=jax.jit(over_members(run_steps, (0, None, None, 0, 0, 0), member_execution),
                           donate_argnums=(0,), out_shardings=by_member),
