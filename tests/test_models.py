@@ -29,6 +29,10 @@ PINNED = {
     "speedrun_deep": (1_158_490, 1_156_608),
     "speedrun_bn_scale": (383_450, 382_464),
     "speedrun_no_whiten": (383_128, 382_196),
+    # speedrun_small + a scale for each of its 224 batch-norm channels.
+    "speedrun_small_bn_scale": (99_610, 99_072),
+    # speedrun_small - the fixed whitening (90) + a trained 3x3x1x18 conv (162) and its BN shift (18) and stats (36).
+    "speedrun_small_no_whiten": (99_512, 99_028),
 }
 
 
