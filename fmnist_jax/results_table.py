@@ -54,7 +54,8 @@ def row(record: dict) -> dict:
         "runs": len(summaries),
         "images_per_second": first.get("median_images_per_second"),
         "machine": _machine(env, first.get("devices", "")),
-        "command": portable_command(invocation.get("command", "")),
+        "command": combined_command([portable_command((s.get("invocation") or {}).get("command", ""))
+                                     for s in summaries]),
         "notes": record.get("notes", ""),
     }
 
@@ -69,6 +70,41 @@ def portable_command(command: str) -> str:
     --overwrite."""
     return " ".join(part for part in command.split(" ")
                     if not part.startswith(_LOCAL_OPTIONS) and part != "--overwrite")
+
+
+def combined_command(commands: Sequence[str]) -> str:
+    """One command line standing for the commands of a record's runs.
+
+    Identical commands are that command. Commands with the same words but for a few (typically
+    `--seed=0` ... `--seed=4` and the run names) become one line in which each differing word
+    keeps its common prefix and suffix and lists the values in run order, shell-brace style:
+    `--seed={0,1,2}`, read as one run per value, paired position by position. Commands of
+    different lengths are joined with " ; ".
+    """
+    commands = list(commands)
+    if len(set(commands)) <= 1:
+        return commands[0] if commands else ""
+    words = [c.split(" ") for c in commands]
+    if len({len(w) for w in words}) != 1:
+        return " ; ".join(commands)
+    return " ".join(_combined_word(column) for column in zip(*words))
+
+
+def _combined_word(values: Sequence[str]) -> str:
+    if len(set(values)) == 1:
+        return values[0]
+    prefix = _common_prefix(values)
+    suffix = _common_prefix([v[len(prefix):][::-1] for v in values])[::-1]
+    middles = [v[len(prefix):len(v) - len(suffix)] for v in values]
+    return f"{prefix}{{{','.join(middles)}}}{suffix}"
+
+
+def _common_prefix(values: Sequence[str]) -> str:
+    shortest = min(values, key=len)
+    for i, ch in enumerate(shortest):
+        if any(v[i] != ch for v in values):
+            return shortest[:i]
+    return shortest
 
 
 def _machine(env: dict, devices: str) -> str:

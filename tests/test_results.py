@@ -154,3 +154,12 @@ def test_members_of_separate_runs_vote_from_their_saved_probabilities(folders, m
     rows = cli.invoke(results, ["--record=mixed", "--runs=mlp2,old", *flags])
     [row] = [r for r in rows if r["name"] == "mixed"]
     assert row["ensemble_accuracy"] is None and row["tta_ensemble_accuracy"] is None
+
+def test_a_record_of_several_runs_shows_one_command_with_the_values_that_differ():
+    commands = [f"python -m experiments.cnn --preset=speedrun --run_name=speedrun_s{s} --seed={s}" for s in range(3)]
+    assert results_table.combined_command(commands) == \
+        "python -m experiments.cnn --preset=speedrun --run_name=speedrun_s{0,1,2} --seed={0,1,2}"
+    assert results_table.combined_command(commands[:1] * 2) == commands[0]
+    # Values that share a suffix keep it outside the braces; different word counts are listed whole.
+    assert results_table.combined_command(["a --x=1b", "a --x=22b"]) == "a --x={1,22}b"
+    assert results_table.combined_command(["a --x=1", "a --x=1 --y"]) == "a --x=1 ; a --x=1 --y"
