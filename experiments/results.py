@@ -4,10 +4,13 @@
   python -m experiments.results --record=seed003 --runs=a,b,c,d,e        # several runs, one row
   python -m experiments.results                                          # rebuild the table
   python -m experiments.results --check                                  # exit 1 if the README's table is stale
+  python -m experiments.results --record=sr_no_ema --runs=sr_no_ema --ablation_of=speedrun   # an ablation
 
 The table goes between the results-table markers of README.md; records/table.json holds the
-same rows and records/accuracy_vs_minutes.png plots test accuracy against minutes. records/ is
-tracked: each record is a finished run's summary.json and config.json (fmnist_jax.records).
+same rows and records/accuracy_vs_minutes.png plots test accuracy against minutes. Records made
+with --ablation_of go instead to the ablation table (between the ablation-table markers, and
+records/ablation_table.json), each set against the base record's run of the same seed. records/
+is tracked: each record is a finished run's summary.json and config.json (fmnist_jax.records).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 from absl import flags
 
 from experiments import cli
-from fmnist_jax import records, results_table
+from fmnist_jax import ablation_table, records, results_table
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.run_files import RunPaths, write_json, write_text
 
@@ -30,6 +33,8 @@ def define_flags(fv) -> None:
                       flag_values=fv)
     flags.DEFINE_string("notes", None, "A note for the record's row (e.g. why a number is not "
                         "reached); an earlier record's note is kept when not given.", flag_values=fv)
+    flags.DEFINE_string("ablation_of", None, "With --record: the record of the recipe that these runs "
+                        "change one thing of; the record goes to the ablation table.", flag_values=fv)
     flags.DEFINE_string("records_dir", str(records.RECORDS_DIR), "Where the records are.", flag_values=fv)
     flags.DEFINE_string("readme", "README.md", "The README whose table is rebuilt.", flag_values=fv)
     flags.DEFINE_bool("check", False, "Only check that the README's table equals the records' "
@@ -40,33 +45,44 @@ def define_flags(fv) -> None:
 def main(fv, args) -> list[dict]:
     if fv.runs and not fv.record:
         raise ConfigError("record", "is needed with --runs: name the record the runs go into.")
+    if fv.ablation_of and not fv.record:
+        raise ConfigError("ablation_of", "is only used with --record (and --runs).")
     if fv.record and not fv.runs:
         raise ConfigError("runs", "is empty: name the finished runs that make up the record.")
     if fv.record:
         if fv.check:
             raise ConfigError("check", "only checks; it cannot be combined with --record.")
         records.record_runs(fv.record, [RunPaths(r, fv.results_dir) for r in fv.runs],
-                            records_dir=fv.records_dir, notes=fv.notes)
-    rows = [results_table.row(r) for r in records.load_records(fv.records_dir)]
+                            records_dir=fv.records_dir, notes=fv.notes, ablation_of=fv.ablation_of)
+    every_record = records.load_records(fv.records_dir)
+    rows = [results_table.row(r) for r in every_record if not r.get("ablation_of")]
+    ablations = ablation_table.rows(every_record)
     readme = Path(fv.readme)
     if not readme.exists():
         raise ConfigError("readme", f"{readme} does not exist.")
     text = readme.read_text()
     updated = results_table.replace_table(text, results_table.markdown(rows))
+    # A README without ablation markers is fine until there is an ablation to show.
+    if ablations or results_table.has_markers(text, ablation_table.BEGIN, ablation_table.END):
+        updated = results_table.replace_table(updated, ablation_table.markdown(ablations),
+                                              ablation_table.BEGIN, ablation_table.END, "ablation-table")
     if fv.check:
         if updated != text:
             print(f"{readme}'s results table is stale; run python -m experiments.results", file=sys.stderr)
             sys.exit(1)
-        print(f"{readme}'s results table is up to date ({len(rows)} rows).")
+        print(f"{readme}'s results table is up to date ({len(rows)} rows, {len(ablations)} ablation rows).")
         return rows
     write_text(readme, updated)
     out = Path(fv.records_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "table.json", rows)
+    if ablations:
+        write_json(out / "ablation_table.json", ablations)
     if rows:
         results_table.plot(rows, out / "accuracy_vs_minutes.png")
     print(f"{len(rows)} rows written to {readme}'s results table, {out / 'table.json'}"
-          + (f" and {out / 'accuracy_vs_minutes.png'}" if rows else ""))
+          + (f" and {out / 'accuracy_vs_minutes.png'}" if rows else "")
+          + (f"; {len(ablations)} to its ablation table" if ablations else ""))
     return rows
 
 

@@ -21,13 +21,18 @@ from fmnist_jax.errors import RunError
 from fmnist_jax.run_files import PROBABILITIES_FILE, RunPaths, check_run_name, write_json
 
 RECORDS_DIR = Path("records")
+# Files experiments.results writes next to the records (they are not records).
+GENERATED_FILES = ("table.json", "ablation_table.json")
 
 
-def record_runs(name: str, runs: Sequence[RunPaths], *, records_dir=RECORDS_DIR, notes: str | None = None) -> dict:
+def record_runs(name: str, runs: Sequence[RunPaths], *, records_dir=RECORDS_DIR, notes: str | None = None,
+                ablation_of: str | None = None) -> dict:
     """Writes records/<name>.json from finished runs (each must have its summary.json).
 
     `notes` (e.g. why a number is not reached) is kept from an earlier record of the same name
-    when not given. Returns the record.
+    when not given. `ablation_of` names the record of the recipe these runs change one thing of:
+    the record then goes to the ablation table (`fmnist_jax.ablation_table`) instead of the
+    results table. Returns the record.
     """
     check_run_name(name, "record")
     if not runs:
@@ -42,7 +47,11 @@ def record_runs(name: str, runs: Sequence[RunPaths], *, records_dir=RECORDS_DIR,
     path = Path(records_dir) / f"{name}.json"
     if notes is None and path.exists():
         notes = _read(path).get("notes", "")
+    if ablation_of is not None:
+        check_run_name(ablation_of, "ablation base record")
     record = {"name": name, "runs": entries, "notes": notes or "", "ensemble": runs_ensemble(runs)}
+    if ablation_of:
+        record["ablation_of"] = ablation_of
     Path(records_dir).mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     return record
@@ -81,7 +90,7 @@ def load_records(records_dir=RECORDS_DIR) -> list[dict]:
     directory = Path(records_dir)
     if not directory.is_dir():
         return []
-    return [_read(p) for p in sorted(directory.glob("*.json")) if p.name != "table.json"]
+    return [_read(p) for p in sorted(directory.glob("*.json")) if p.name not in GENERATED_FILES]
 
 
 def _read(path: Path) -> dict:

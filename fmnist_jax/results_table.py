@@ -145,13 +145,19 @@ def markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def replace_table(readme: str, table: str) -> str:
-    """`readme` with the text between the markers replaced by `table`; RunError without markers."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+def replace_table(readme: str, table: str, begin: str = BEGIN, end: str = END, kind: str = "results-table") -> str:
+    """`readme` with the text between the marker lines `begin` and `end` replaced by `table`;
+    RunError without the markers."""
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pattern.search(readme):
-        raise RunError(f"the README has no results-table markers; add a line {BEGIN!r} and a line "
-                       f"{END!r} where the table belongs.")
-    return pattern.sub(lambda _: f"{BEGIN}\n{table}{END}", readme, count=1)
+        raise RunError(f"the README has no {kind} markers; add a line {begin!r} and a line "
+                       f"{end!r} where the table belongs.")
+    return pattern.sub(lambda _: f"{begin}\n{table}{end}", readme, count=1)
+
+
+def has_markers(readme: str, begin: str, end: str) -> bool:
+    """Whether `readme` has the marker lines `begin` and `end`."""
+    return begin in readme and end in readme
 
 
 def plot(rows: Sequence[dict], path: Path) -> None:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from experiments import cli, cnn, results
-from fmnist_jax import ensemble, results_table
+from fmnist_jax import ablation_table, ensemble, results_table
+from fmnist_jax.errors import RunError
 from fmnist_jax.run_files import PROBABILITIES_FILE
 from tests.conftest import assert_exits_with_sentence
 
@@ -60,7 +61,7 @@ def test_record_then_table_then_check(folders, capsys):
     # The committed table agrees with the records; an edited table is stale (exit 1).
     capsys.readouterr()
     cli.invoke(results, ["--check", *flags])
-    assert "up to date (1 rows)" in capsys.readouterr().out
+    assert "up to date (1 rows, 0 ablation rows)" in capsys.readouterr().out
     readme.write_text(text.replace("| tiny", "| edited"))
     with pytest.raises(SystemExit) as exit_info:
         cli.invoke(results, ["--check", *flags])
@@ -163,3 +164,50 @@ def test_a_record_of_several_runs_shows_one_command_with_the_values_that_differ(
     # Values that share a suffix keep it outside the braces; different word counts are listed whole.
     assert results_table.combined_command(["a --x=1b", "a --x=22b"]) == "a --x={1,22}b"
     assert results_table.combined_command(["a --x=1", "a --x=1 --y"]) == "a --x=1 ; a --x=1 --y"
+
+
+def _synthetic_record(name, seeds, tests, *, ablation_of=None, notes="", **config):
+    runs = []
+    for seed, test in zip(seeds, tests):
+        summary = {"best_val_accuracy": [test + 0.01], "test": {"best": {"mean_accuracy": test},
+                                                               "best_tta": {"mean_accuracy": test + 0.005}},
+                   "tta": "flip", "started_at_epoch": 0, "wall_seconds": 600.0, "median_images_per_second": 900.0}
+        runs.append({"summary": summary, "config": {"seed": seed, "seeds": 1, "members": [{"seed": seed}],
+                                                    "model": "net", "ema_decay": 0.99, **config}})
+    return {"name": name, "runs": runs, "notes": notes, **({"ablation_of": ablation_of} if ablation_of else {})}
+
+
+def test_an_ablation_row_is_set_against_the_base_run_of_its_seed():
+    base = _synthetic_record("recipe", [0, 1, 2], [0.91, 0.92, 0.93])
+    no_ema = _synthetic_record("no_ema", [1], [0.905], ablation_of="recipe", ema_decay=0.0, notes="why")
+    other = _synthetic_record("other", [0], [0.91], ablation_of="recipe", model="net2", augment=["flip"])
+    rows = ablation_table.rows([other, base, no_ema])
+    assert [(r["name"], r["seed"]) for r in rows] == [("recipe", 1), ("no_ema", 1), ("recipe", 0), ("other", 0)]
+    assert rows[1]["change"] == "ema_decay: 0.99 → 0.0"
+    assert rows[1]["test_delta"] == pytest.approx(0.905 - 0.92) and rows[1]["val_delta"] == pytest.approx(-0.015)
+    assert rows[3]["change"] == "augment: – → flip; model: net → net2" and rows[3]["test_delta"] == 0
+    assert rows[0]["test_std_over_seeds"] == pytest.approx(0.01)
+    text = ablation_table.markdown(rows)
+    assert "[a1] why" in text and "| no_ema [a1] | ema_decay: 0.99 → 0.0 | 91.50 | -1.50 | 90.50 | -1.50 | 91.00 (flip) | -1.50 | 10.0 | 900 |" in text
+    assert "| **recipe** (seed 1) | none (the recipe) |" in text and "std of 1.00 points" in text
+
+
+def test_an_ablation_without_its_base_is_one_sentence():
+    lone = _synthetic_record("lone", [0], [0.9], ablation_of="missing")
+    with pytest.raises(RunError, match="ablation of 'missing', which is not recorded"):
+        ablation_table.rows([lone])
+    base = _synthetic_record("missing", [1], [0.9])
+    with pytest.raises(RunError, match=r"\(seed 0\) has no run of the same seed"):
+        ablation_table.rows([lone, base])
+
+
+def test_recording_an_ablation_fills_the_ablation_table(folders):
+    flags, readme, records_dir, _ = folders
+    readme.write_text(README + f"\n{ablation_table.BEGIN}\n{ablation_table.END}\n")
+    cli.invoke(results, ["--record=tiny", "--runs=mlp2", *flags])
+    rows = cli.invoke(results, ["--record=tiny_again", "--runs=mlp2", "--ablation_of=tiny", *flags])
+    assert [r["name"] for r in rows] == ["tiny"]          # the ablation is not a results row
+    assert json.loads((records_dir / "tiny_again.json").read_text())["ablation_of"] == "tiny"
+    [base, again] = json.loads((records_dir / "ablation_table.json").read_text())
+    assert again["change"] == "nothing" and again["test_delta"] == 0 and base["name"] == "tiny"
+    assert "| tiny_again | nothing |" in readme.read_text()
