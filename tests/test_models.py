@@ -29,6 +29,9 @@ PINNED = {
     "speedrun_deep": (1_158_490, 1_156_608),
     "speedrun_bn_scale": (383_450, 382_464),
     "speedrun_no_whiten": (383_128, 382_196),
+    # Stride-2 stem: fixed 4x4x1x16 whitening (272); convs 3x3x32x64, 3x3x64x128, 3x3x128x256; BN shifts
+    # 448 (+ 896 stats); dense 256x10.
+    "speedrun_s2": (391_248, 390_080),
     # speedrun_small + a scale for each of its 224 batch-norm channels.
     "speedrun_small_bn_scale": (99_610, 99_072),
     # speedrun_small - the fixed whitening (90) + a trained 3x3x1x18 conv (162) and its BN shift (18) and stats (36).

@@ -49,6 +49,24 @@ def test_the_whitening_layer_whitens_the_patches_of_its_data():
     assert variances[0] > 0.95 and variances[-1] < 0.9 and (np.diff(variances) <= 1e-6).all()
 
 
+def test_the_stride_2_stem_is_the_stride_1_whitening_at_every_other_position():
+    x = _smooth_images(n=8)
+    kernel, bias = speedrun.whitening_weights(x, patch=4)
+    variables = {"batch_stats": {"kernel": kernel, "bias": bias}}
+
+    def stem(stride):
+        return speedrun.Whiten(patch=4, impl="xla", stride=stride).apply(variables, x)
+    dense, strided = stem(1), stem(2)
+    assert dense.shape == (8, 28, 28, 16) and strided.shape == (8, 14, 14, 16)
+    np.testing.assert_allclose(strided, dense[:, ::2, ::2], rtol=1e-5, atol=1e-5)
+    # The whole net: 14 -> 7 -> 3 -> 1 after the stem, 64/128/256 channels.
+    model = models.create("speedrun_s2")
+    variables = model.init(jax.random.key(0), jnp.zeros((2, 28, 28), jnp.uint8), train=False)
+    _, seen = model.apply(variables, jnp.zeros((2, 28, 28), jnp.uint8), train=False, mutable=["intermediates"])
+    shapes = {k: v[0].shape for k, v in seen["intermediates"].items()}
+    assert shapes["conv0"] == (2, 14, 14, 32) and shapes["conv1"] == (2, 7, 7, 64) and shapes["conv3"] == (2, 1, 1, 256)
+
+
 def _trainer(cfg, n_train=96, n_val=32):
     ds = make_dataset(n_train=n_train, n_test=n_val)
     x, y = np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])

@@ -66,10 +66,12 @@ def whitening_weights(images, patch: int = 3, eps: float = 5e-4):
 
 
 class Whiten(nn.Module):
-    """A fixed patch x patch convolution (SAME padding) whose kernel and bias are set from the data
-    (`whitening_weights`); before that, the identity on each patch (channel k = pixel k)."""
+    """A fixed patch x patch convolution (SAME padding, stride `stride`) whose kernel and bias are
+    set from the data (`whitening_weights`); before that, the identity on each patch (channel k =
+    pixel k)."""
     patch: int = 3
     impl: str = "auto"
+    stride: int = 1
 
     @nn.compact
     def __call__(self, x):
@@ -77,18 +79,21 @@ class Whiten(nn.Module):
         kernel = self.variable(FIXED, "kernel", lambda: jnp.eye(d).reshape(self.patch, self.patch, x.shape[-1], d))
         bias = self.variable(FIXED, "bias", lambda: jnp.zeros((d,)))
         conv = layers.CONV_FUNCTIONS[layers.resolve_conv_impl(self.impl)]
-        return conv(x, kernel.value.astype(x.dtype), (1, 1), "SAME") + bias.value
+        return conv(x, kernel.value.astype(x.dtype), (self.stride, self.stride), "SAME") + bias.value
 
 
 class SpeedrunNet(nn.Module):
     """See the module docstring. widths: one block each, each halving the resolution; depth:
     convolutions per block; whiten: the fixed whitening layer (else a trained 3x3 convolution of
-    the same width, with batch norm); bn_scale: batch norm learns a scale."""
+    the same width, with batch norm); stem_stride: 2 makes the first layer a strided patch
+    embedding, so every block runs at half the resolution (a quarter of the pixels) and can afford
+    twice the channels; bn_scale: batch norm learns a scale."""
     widths: Sequence[int] = (64, 128, 256)
     depth: int = 1
     whiten: bool = True
     whiten_patch: int = 3
     whiten_eps: float = 5e-4
+    stem_stride: int = 1           # 2: the first layer samples every other patch (28x28 -> 14x14)
     bn_scale: bool = False
     bn_momentum: float = 0.9       # Keras convention; faster than layers.BatchNorm's 0.99 for short runs
     logit_scale: float = 1.0
@@ -109,11 +114,12 @@ class SpeedrunNet(nn.Module):
         del dropout_scale            # no dropout in this family
         x = preprocess(x)
         if self.whiten:
-            x = Whiten(self.whiten_patch, self.conv_impl, name="whiten")(x)
+            x = Whiten(self.whiten_patch, self.conv_impl, self.stem_stride, name="whiten")(x)
             x = jnp.concatenate([x, -x], axis=-1)
         else:
             d = 2 * self.whiten_patch ** 2 * x.shape[-1]
-            x = Conv(d, (self.whiten_patch,) * 2, use_bias=False, impl=self.conv_impl)(x)
+            x = Conv(d, (self.whiten_patch,) * 2, strides=(self.stem_stride,) * 2, use_bias=False,
+                     impl=self.conv_impl)(x)
             x = self._bn(train)(x)
         x = record(self, "conv0", self._act(x))
         for b, width in enumerate(self.widths):
