@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell cksum setup.cfg pyproject.toml | cksum | cut
 DEBIAN_DATA := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test env data knn cnn-demo speedrun bench clean
+.PHONY: run test env data knn cnn-demo speedrun reproduce bench clean
 
 run: env data knn cnn-demo
 
@@ -62,6 +62,11 @@ speedrun: env data
 	@$(PY) -c "import json; s = json.load(open('results/speedrun_make/summary.json')); \
 	  print(f\"speedrun: test accuracy {s['test_accuracy_best']:.4f}, with {s['tta']} TTA \
 	  {s['test_accuracy_best_tta']:.4f}, {s['wall_seconds'] / 60:.1f} minutes from the command's start\")"
+
+# Every preset of the README's results table, each member its own resumable run; then records and
+# the table. Days on two CPU cores: rerun after an interruption and it continues.
+reproduce: env data
+	$(PY) -m experiments.reproduce
 
 bench: env
 	$(PY) -m pip install -q -e ".[bench]"

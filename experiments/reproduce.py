@@ -1,0 +1,102 @@
+"""Reproduce the README's results table: train every member of the presets' protocols (resuming any
+that stopped), record each preset whose members have all finished, and rebuild the table.
+
+  python -m experiments.reproduce                               # every preset of the table, cheapest first
+  python -m experiments.reproduce --presets=seed003             # one protocol (its 5 members)
+  python -m experiments.reproduce --presets=speedrun --dry_run  # print the commands, run nothing
+  python -m experiments.reproduce --presets=speedrun -- --conv_impl=xla   # flags after -- go to every run
+
+Each member is its own run, `<preset>_s<seed>` for seeds 0..N-1 (N: the preset's MEMBERS), trained
+by `python -m experiments.cnn --preset=P --seed=S --seeds=1 --run_name=P_sS` in a process of its
+own, so its minutes are those of that command alone (no compilation shared with the member
+before it). A member whose summary exists is finished and skipped; one that stopped resumes from
+its checkpoint (bit-identical to an uninterrupted run), so rerunning this command after any
+interruption continues the reproduction. The full table takes days on two CPU cores (seed 002:
+100 epochs of 153,000 images with a 3.4M-parameter net); on one GPU, hours.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from absl import flags
+
+from experiments import cli, results
+from fmnist_jax import presets, records
+from fmnist_jax.errors import ConfigError, RunError
+from fmnist_jax.run_files import RunPaths
+
+# Extra flags after `--` are handed to every experiments.cnn run.
+TAKES_ARGS = True
+
+
+def define_flags(fv) -> None:
+    flags.DEFINE_list("presets", list(presets.TABLE), "Presets to reproduce, in this order.", flag_values=fv)
+    flags.DEFINE_integer("members", 0, "Members (seeds 0..N-1) of each preset (0: the preset's protocol).",
+                         flag_values=fv)
+    flags.DEFINE_bool("dry_run", False, "Print each member's command and whether it is done; train nothing.",
+                      flag_values=fv)
+    flags.DEFINE_bool("record", True, "Record each preset whose members have all finished "
+                      "(records/<preset>.json) and rebuild the README's table.", flag_values=fv)
+    flags.DEFINE_string("records_dir", str(records.RECORDS_DIR), "Where the records are.", flag_values=fv)
+    flags.DEFINE_string("readme", "README.md", "The README whose table is rebuilt.", flag_values=fv)
+    cli.define_run_flags(fv, name=False, overwrite=False)
+
+
+def member_runs(preset: str, members: int) -> list[str]:
+    """The run names of the preset's members: <preset>_s0 ... <preset>_s<members-1>."""
+    return [f"{preset}_s{seed}" for seed in range(members)]
+
+
+def member_command(preset: str, seed: int, fv, extra) -> list[str]:
+    """The argv that trains one member as its own process."""
+    argv = [sys.executable, "-m", "experiments.cnn", f"--preset={preset}", f"--seed={seed}", "--seeds=1",
+            f"--run_name={preset}_s{seed}", f"--results_dir={fv.results_dir}",
+            f"--checkpoint_dir={fv.checkpoint_dir}"]
+    if fv.data_dir:
+        argv.append(f"--data_dir={fv.data_dir}")
+    return argv + list(extra)
+
+
+def _finished(run: str, results_dir: str) -> bool:
+    return (RunPaths(run, results_dir).results / "summary.json").exists()
+
+
+def main(fv, args) -> dict:
+    extra = [a for a in args if a != "--"]
+    unknown = [p for p in fv.presets if p not in presets.NAMES]
+    if unknown:                                # one sentence, before any training
+        raise ConfigError("presets", f"does not know {unknown[0]!r}; choose from {', '.join(presets.NAMES)}.")
+    if fv.members < 0:
+        raise ConfigError("members", f"must be 0 (the protocol's) or positive, got {fv.members}.")
+    done = {}
+    for preset in fv.presets:
+        members = fv.members or presets.members(preset)
+        runs = member_runs(preset, members)
+        for seed, run in enumerate(runs):
+            command = member_command(preset, seed, fv, extra)
+            if _finished(run, fv.results_dir):
+                print(f"{run}: finished (results in {RunPaths(run, fv.results_dir).results})")
+                continue
+            print(f"{run}: {'would run' if fv.dry_run else 'running'}: {shlex.join(command)}", flush=True)
+            if fv.dry_run:
+                continue
+            status = subprocess.run(command).returncode
+            if status != 0:
+                raise RunError(f"{run} stopped with exit status {status}; rerun this command to resume it.")
+        done[preset] = all(_finished(run, fv.results_dir) for run in runs)
+        if done[preset] and fv.record and not fv.dry_run:
+            records.record_runs(preset, [RunPaths(run, fv.results_dir) for run in runs], records_dir=fv.records_dir)
+            print(f"recorded {preset} ({members} member{'s' if members > 1 else ''}) in "
+                  f"{Path(fv.records_dir) / (preset + '.json')}")
+    if fv.record and not fv.dry_run and any(done.values()):
+        cli.invoke(results, [f"--records_dir={fv.records_dir}", f"--readme={fv.readme}",
+                             f"--results_dir={fv.results_dir}"])
+    return done
+
+
+if __name__ == "__main__":
+    cli.run_script(sys.modules[__name__])

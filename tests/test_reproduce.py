@@ -1,0 +1,67 @@
+"""experiments.reproduce: every member of a protocol as its own process, skipped once finished,
+recorded together, the table rebuilt; a dry run trains nothing; bad requests are one sentence."""
+
+import json
+
+import pytest
+
+from experiments import cli, reproduce
+from fmnist_jax import presets, results_table
+from tests.conftest import assert_exits_with_sentence
+
+TINY = ["--", "--model=mlp", "--epochs=1", "--batch=40", "--augment=none", "--tta=none", "--eval_batch=64"]
+
+
+@pytest.fixture
+def folders(synthetic_dir, tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# R\n\n{results_table.BEGIN}\n{results_table.END}\n")
+    return [f"--data_dir={synthetic_dir[0]}", f"--results_dir={tmp_path / 'results'}",
+            f"--checkpoint_dir={tmp_path / 'checkpoints'}", f"--records_dir={tmp_path / 'records'}",
+            f"--readme={readme}"], tmp_path
+
+
+def test_members_train_once_each_then_are_recorded_together(folders, capsys):
+    flags, root = folders
+    assert cli.invoke(reproduce, ["--presets=demo", "--members=2", *flags, *TINY]) == {"demo": True}
+    out = capsys.readouterr().out
+    assert "demo_s0: running:" in out and "--seed=1 --seeds=1 --run_name=demo_s1" in out
+    record = json.loads((root / "records" / "demo.json").read_text())
+    assert [r["config"]["seed"] for r in record["runs"]] == [0, 1]
+    assert all(r["config"]["model"] == "mlp" and r["summary"]["started_at_epoch"] == 0 for r in record["runs"])
+    assert record["ensemble"]["members"] == 2
+    assert "| demo |" in (root / "README.md").read_text()
+    # A second call finds both finished: nothing is trained again and the record is unchanged.
+    summary = (root / "results" / "demo_s1" / "summary.json").read_text()
+    cli.invoke(reproduce, ["--presets=demo", "--members=2", *flags, *TINY])
+    assert "demo_s0: finished" in capsys.readouterr().out
+    assert (root / "results" / "demo_s1" / "summary.json").read_text() == summary
+    assert json.loads((root / "records" / "demo.json").read_text()) == record
+
+
+def test_a_dry_run_prints_every_protocol_member_and_trains_nothing(folders, capsys):
+    flags, root = folders
+    done = cli.invoke(reproduce, ["--dry_run", *flags])
+    out = capsys.readouterr().out
+    assert list(done) == list(presets.TABLE) and not any(done.values())
+    for preset in presets.TABLE:
+        last = presets.members(preset) - 1
+        assert f"{preset}_s{last}: would run: " in out and f"{preset}_s{last + 1}:" not in out
+    assert presets.members("seed003") == 5 and presets.members("seed002") == 1
+    assert not (root / "results").exists() and not (root / "records").exists()
+
+
+def test_a_member_that_fails_stops_the_reproduction_with_one_sentence(folders, capsys):
+    flags, root = folders
+    assert_exits_with_sentence(capsys, "demo_s0 stopped with exit status 2; rerun this command to resume it",
+                               cli.invoke, reproduce, ["--presets=demo", *flags, "--", "--batch=0"])
+    assert not (root / "records").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--presets=speedrun,nope"], "--presets does not know 'nope'"),
+    (["--members=-1"], "--members must be 0"),
+])
+def test_bad_requests_are_one_sentence(folders, capsys, argv, message):
+    flags, _ = folders
+    assert_exits_with_sentence(capsys, message, cli.invoke, reproduce, [*argv, *flags])
