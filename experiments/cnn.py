@@ -1,7 +1,7 @@
 """Train a CNN from the zoo (one network or a seeded ensemble), with checkpoints, automatic resume
 and a test report.
 
-  python -m experiments.cnn --epochs=100 --batch=250        # seed 002's net and recipe (the defaults)
+  python -m experiments.cnn --epochs=100 --batch=250        # seed 002's net and recipe (one pass an epoch)
   python -m experiments.cnn --preset=seed003                # seed 003's protocol: 5 nets, own splits
   python -m experiments.cnn --preset=demo                   # a few minutes on a laptop CPU
 

@@ -52,6 +52,8 @@ class TrainConfig:
     # The optimisation.
     epochs: int = _field(100, "Epochs to train (a resumed run continues up to this).")
     batch: int = _field(250, "Training batch size.")
+    epoch_passes: int = _field(1, "Passes over the training split in one epoch, each in a fresh order "
+                               "with fresh augmentations (seed 002's epoch was every image three times).")
     optimizer: str = _field("adam", "adam (L2 through the gradient, as Keras), adamw (decoupled "
                             "decay) or sgd (Nesterov momentum).", OPTIMIZERS)
     lr: float = _field(1e-3, "Peak learning rate.")
@@ -106,7 +108,7 @@ class TrainConfig:
             unknown = [v for v in values if choices is not None and v not in choices]
             if unknown:
                 raise ConfigError(f.name, f"does not know {unknown[0]!r}; choose from {', '.join(choices)}.")
-        for name in ("epochs", "batch", "eval_batch", "seeds"):
+        for name in ("epochs", "batch", "eval_batch", "seeds", "epoch_passes"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}.")
         if self.train_limit < 0:

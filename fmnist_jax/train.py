@@ -248,10 +248,17 @@ def make_run_steps(train_step):
     return run_steps
 
 
-def epoch_batches(data_key, epoch: int, n: int, batch_size: int) -> jax.Array:
-    """[steps, batch] example indices of one epoch: a fresh permutation, the remainder dropped."""
-    steps = n // batch_size
-    perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
+def epoch_batches(data_key, epoch: int, n: int, batch_size: int, passes: int = 1) -> jax.Array:
+    """[steps, batch] example indices of one epoch: a fresh permutation, the remainder dropped.
+
+    With `passes` > 1 the epoch is that many permutations one after another (each example
+    `passes` times, in fresh orders), batched across their seams; the first is the one-pass
+    epoch's permutation, so `passes=1` is exactly the single-pass epoch.
+    """
+    steps = passes * n // batch_size
+    first = jax.random.fold_in(data_key, epoch)
+    keys = [first] + [jax.random.fold_in(first, p) for p in range(1, passes)]
+    perm = jnp.concatenate([jax.random.permutation(k, n) for k in keys])
     return perm[: steps * batch_size].reshape(steps, batch_size)
 
 

@@ -245,7 +245,7 @@ class Trainer:
             raise ConfigError("val_fraction", f"{cfg.val_fraction} leaves an empty validation split; "
                                               "raise it.")
         self.hparams = _stack([train.HParams.create(cfg, **m.hparams) for m in self.members])
-        self.steps_per_epoch = train_idx.shape[1] // cfg.batch
+        self.steps_per_epoch = cfg.epoch_passes * train_idx.shape[1] // cfg.batch
         self.n_train, self.n_val = train_idx.shape[1], val_idx.shape[1]
         self.lr_shape = train.learning_rate_schedule(cfg, self.steps_per_epoch, peak=1.0)
 
@@ -392,7 +392,7 @@ def _programs(cfg: train.TrainConfig, steps_per_epoch: int, n_train: int, mesh, 
     run_steps = train.make_run_steps(train.make_train_step(model, cfg, steps_per_epoch))
 
     def member_batches(data_key, train_idx, epoch):
-        return train_idx[train.epoch_batches(data_key, epoch, n_train, cfg.batch)]
+        return train_idx[train.epoch_batches(data_key, epoch, n_train, cfg.batch, cfg.epoch_passes)]
 
     return _Programs(
         model=model,

@@ -185,7 +185,10 @@ def test_an_ablation_row_is_set_against_the_base_run_of_its_seed():
     assert [(r["name"], r["seed"]) for r in rows] == [("recipe", 1), ("no_ema", 1), ("recipe", 0), ("other", 0)]
     assert rows[1]["change"] == "ema_decay: 0.99 → 0.0"
     assert rows[1]["test_delta"] == pytest.approx(0.905 - 0.92) and rows[1]["val_delta"] == pytest.approx(-0.015)
-    assert rows[3]["change"] == "augment: – → flip; model: net → net2" and rows[3]["test_delta"] == 0
+    assert rows[3]["change"] == "augment: flip,erase → flip; model: net → net2" and rows[3]["test_delta"] == 0
+    # A field one config lacks (written before the field existed) holds TrainConfig's default.
+    assert ablation_table.config_change({"batch": 250}, {"batch": 250, "epoch_passes": 1}) == "nothing"
+    assert ablation_table.config_change({}, {"epoch_passes": 3}) == "epoch_passes: 1 → 3"
     assert rows[0]["test_std_over_seeds"] == pytest.approx(0.01)
     text = ablation_table.markdown(rows)
     assert "[a1] why" in text and "| no_ema [a1] | ema_decay: 0.99 → 0.0 | 91.50 | -1.50 | 90.50 | -1.50 | 91.00 (flip) | -1.50 | 10.0 | 900 |" in text

@@ -186,3 +186,28 @@ def test_ensemble_scores_members_mean_std_and_soft_vote():
     assert scores["ensemble_accuracy"] == 1.0
     flipped = ensemble.mean_probabilities([logits, logits[:, :, ::-1]])
     np.testing.assert_allclose(flipped.sum(-1), 1.0)
+
+
+def test_an_epoch_of_several_passes_shows_every_image_that_many_times_in_fresh_orders():
+    key = jax.random.key(3)
+    one = np.asarray(train.epoch_batches(key, 2, 40, 8))
+    np.testing.assert_array_equal(one.ravel(), np.asarray(jax.random.permutation(jax.random.fold_in(key, 2), 40)))
+    three = np.asarray(train.epoch_batches(key, 2, 40, 8, passes=3))
+    assert three.shape == (15, 8)
+    np.testing.assert_array_equal(three.ravel()[:40], one.ravel())          # the first pass is the 1-pass epoch
+    passes = three.ravel().reshape(3, 40)
+    assert all(sorted(p.tolist()) == list(range(40)) for p in passes)
+    assert not np.array_equal(passes[0], passes[1]) and not np.array_equal(passes[1], passes[2])
+    # Batches run across the seams between passes; the remainder of the whole epoch is dropped.
+    assert train.epoch_batches(key, 0, 10, 4, passes=3).shape == (7, 4)
+
+
+def test_a_trainer_with_two_passes_takes_twice_the_steps_of_an_epoch():
+    cfg = dataclasses.replace(MLP_SGD, augment=(), epoch_passes=2)
+    t = _trainer(cfg, [trainer.Member(0)])
+    assert t.steps_per_epoch == 2 * t.n_train // cfg.batch == 7          # 240 images, batch 32
+    state = t.init()
+    state, record, _ = t.train_epoch(state, 0)
+    assert int(state.train.step[0]) == t.steps_per_epoch
+    with pytest.raises(ValueError, match="epoch_passes must be at least 1"):
+        dataclasses.replace(cfg, epoch_passes=0).validate()
