@@ -22,7 +22,7 @@ made the training loss rise). GELU validated above ReLU on seed 0 (91.92% agains
 from fmnist_jax.config import TrainConfig
 
 CONFIG = TrainConfig(model="speedrun_small", epochs=8, batch=256, optimizer="sgd", lr=0.05, momentum=0.9,
-                     schedule="onecycle", weight_decay=5e-4, bias_lr_scale=8.0, label_smoothing=0.2,
+                     schedule="onecycle", weight_decay=5e-4, bias_lr_scale=8.0, label_smoothing=0.0,
                      augment=("alt_flip", "translate"), translate_pixels=2, ema_decay=0.99,
                      tta="flip_shift", val_fraction=0.1, split="random")
 

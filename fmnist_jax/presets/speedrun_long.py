@@ -13,8 +13,9 @@ import dataclasses
 
 from fmnist_jax.presets import speedrun
 
+# Label smoothing 0.2 as run (the 10-minute recipe dropped it after its ablation; not yet measured here).
 CONFIG = dataclasses.replace(speedrun.CONFIG, model="speedrun", epochs=10, augment=("alt_flip", "translate", "erase"),
-                             erase_p=0.5)
+                             erase_p=0.5, label_smoothing=0.2)
 
 # The target the results table compares with.
 REFERENCE = "target: ≥ 94.0% in ≤ 30 min (mean of 5 seeds)"
