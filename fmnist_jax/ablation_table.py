@@ -74,11 +74,12 @@ def _numbers(run: dict) -> dict:
 
 
 def rows(records: Sequence[dict]) -> list[dict]:
-    """The ablation rows of `records`, grouped by base record: each base run first, then its
-    ablations in name order. RunError when an ablation's base record or same-seed run is missing."""
+    """The ablation rows of `records`, grouped by base record and seed: each base run first, then
+    its ablations in name order. RunError when an ablation's base record or same-seed run is missing."""
     by_name = {r["name"]: r for r in records}
     out = []
-    ablations = sorted((r for r in records if r.get("ablation_of")), key=lambda r: (r["ablation_of"], r["name"]))
+    ablations = sorted((r for r in records if r.get("ablation_of")),
+                       key=lambda r: (r["ablation_of"], _seed(r["runs"][0]), r["name"]))
     for record in ablations:
         base_record = by_name.get(record["ablation_of"])
         if base_record is None:
@@ -94,11 +95,11 @@ def rows(records: Sequence[dict]) -> list[dict]:
             seeds_std = (float(np.std([_numbers(b)["test_accuracy"] for b in base_record["runs"]], ddof=1))
                          if len(base_record["runs"]) > 1 else None)
             out.append({"name": base_record["name"], "base": base_record["name"], "seed": _seed(run),
-                        "change": "none (the recipe)", "seeds": len(base_record["runs"]),
+                        "is_base": True, "change": "none (the recipe)", "seeds": len(base_record["runs"]),
                         "test_std_over_seeds": seeds_std, "notes": "", **base, "val_delta": 0.0, "test_delta": 0.0,
                         "tta_delta": 0.0})
         mine = _numbers(run)
-        out.append({"name": record["name"], "base": base_record["name"], "seed": _seed(run),
+        out.append({"name": record["name"], "base": base_record["name"], "seed": _seed(run), "is_base": False,
                     "change": config_change(base_runs[0]["config"], run["config"]), **mine,
                     "notes": record.get("notes", ""),
                     "val_delta": mine["val_accuracy"] - base["val_accuracy"],
@@ -115,7 +116,7 @@ def markdown(ablation_rows: Sequence[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|"]
     spreads, notes = [], []
     for r in ablation_rows:
-        is_base = r["change"].startswith("none")
+        is_base = r["is_base"]
         delta = (lambda d: "–") if is_base else (lambda d: f"{100 * d:+.2f}")
         name = f"**{r['name']}** (seed {r['seed']})" if is_base else r["name"]
         if r["notes"]:

@@ -182,14 +182,14 @@ def test_an_ablation_row_is_set_against_the_base_run_of_its_seed():
     no_ema = _synthetic_record("no_ema", [1], [0.905], ablation_of="recipe", ema_decay=0.0, notes="why")
     other = _synthetic_record("other", [0], [0.91], ablation_of="recipe", model="net2", augment=["flip"])
     rows = ablation_table.rows([other, base, no_ema])
-    assert [(r["name"], r["seed"]) for r in rows] == [("recipe", 1), ("no_ema", 1), ("recipe", 0), ("other", 0)]
-    assert rows[1]["change"] == "ema_decay: 0.99 → 0.0"
-    assert rows[1]["test_delta"] == pytest.approx(0.905 - 0.92) and rows[1]["val_delta"] == pytest.approx(-0.015)
-    assert rows[3]["change"] == "augment: flip,erase → flip; model: net → net2" and rows[3]["test_delta"] == 0
+    assert [(r["name"], r["seed"]) for r in rows] == [("recipe", 0), ("other", 0), ("recipe", 1), ("no_ema", 1)]
+    assert rows[3]["change"] == "ema_decay: 0.99 → 0.0"
+    assert rows[3]["test_delta"] == pytest.approx(0.905 - 0.92) and rows[3]["val_delta"] == pytest.approx(-0.015)
+    assert rows[1]["change"] == "augment: flip,erase → flip; model: net → net2" and rows[1]["test_delta"] == 0
     # A field one config lacks (written before the field existed) holds TrainConfig's default.
     assert ablation_table.config_change({"batch": 250}, {"batch": 250, "epoch_passes": 1}) == "nothing"
     assert ablation_table.config_change({}, {"epoch_passes": 3}) == "epoch_passes: 1 → 3"
-    assert rows[0]["test_std_over_seeds"] == pytest.approx(0.01)
+    assert rows[2]["test_std_over_seeds"] == pytest.approx(0.01) and rows[0]["is_base"] and not rows[1]["is_base"]
     text = ablation_table.markdown(rows)
     assert "[a1] why" in text and "| no_ema [a1] | ema_decay: 0.99 → 0.0 | 91.50 | -1.50 | 90.50 | -1.50 | 91.00 (flip) | -1.50 | 10.0 | 900 |" in text
     assert "| **recipe** (seed 1) | none (the recipe) |" in text and "std of 1.00 points" in text
