@@ -51,7 +51,7 @@ def test_old_records_load_with_their_field_names():
 
 def test_a_run_recorded_before_a_field_existed_resumes_with_its_default():
     record = run_files.config_record(TINY, [])
-    for name in ("ema_decay", "bias_lr_scale", "translate_pixels", "tta"):
+    for name in ("ema_decay", "bias_lr_scale", "translate_pixels", "tta", "epoch_passes"):
         older = {k: v for k, v in record.items() if k != name}
         run_files.check_resumable(older, record, "old")          # the default is what it trained with
     changed = run_files.config_record(dataclasses.replace(TINY, ema_decay=0.9), [])
