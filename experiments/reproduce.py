@@ -51,18 +51,20 @@ def member_runs(preset: str, members: int) -> list[str]:
     return [f"{preset}_s{seed}" for seed in range(members)]
 
 
-def member_command(preset: str, seed: int, fv, extra) -> list[str]:
-    """The argv that trains one member as its own process."""
+def member_command(preset: str, seed: int, run: str, fv, extra) -> list[str]:
+    """The argv that trains one member (run name `run`) as its own process."""
     argv = [sys.executable, "-m", "experiments.cnn", f"--preset={preset}", f"--seed={seed}", "--seeds=1",
-            f"--run_name={preset}_s{seed}", f"--results_dir={fv.results_dir}",
+            f"--run_name={run}", f"--results_dir={fv.results_dir}",
             f"--checkpoint_dir={fv.checkpoint_dir}"]
     if fv.data_dir:
         argv.append(f"--data_dir={fv.data_dir}")
     return argv + list(extra)
 
 
-def _finished(run: str, results_dir: str) -> bool:
-    return (RunPaths(run, results_dir).results / "summary.json").exists()
+
+
+def _finished(paths: RunPaths) -> bool:
+    return (paths.results / "summary.json").exists()
 
 
 def main(fv, args) -> dict:
@@ -75,21 +77,21 @@ def main(fv, args) -> dict:
     done = {}
     for preset in fv.presets:
         members = fv.members or presets.members(preset)
-        runs = member_runs(preset, members)
-        for seed, run in enumerate(runs):
-            command = member_command(preset, seed, fv, extra)
-            if _finished(run, fv.results_dir):
-                print(f"{run}: finished (results in {RunPaths(run, fv.results_dir).results})")
+        runs = [RunPaths(run, fv.results_dir) for run in member_runs(preset, members)]
+        for seed, paths in enumerate(runs):
+            if _finished(paths):
+                print(f"{paths.name}: finished (results in {paths.results})")
                 continue
-            print(f"{run}: {'would run' if fv.dry_run else 'running'}: {shlex.join(command)}", flush=True)
+            command = member_command(preset, seed, paths.name, fv, extra)
+            print(f"{paths.name}: {'would run' if fv.dry_run else 'running'}: {shlex.join(command)}", flush=True)
             if fv.dry_run:
                 continue
             status = subprocess.run(command).returncode
             if status != 0:
-                raise RunError(f"{run} stopped with exit status {status}; rerun this command to resume it.")
-        done[preset] = all(_finished(run, fv.results_dir) for run in runs)
+                raise RunError(f"{paths.name} stopped with exit status {status}; rerun this command to resume it.")
+        done[preset] = all(_finished(paths) for paths in runs)
         if done[preset] and fv.record and not fv.dry_run:
-            records.record_runs(preset, [RunPaths(run, fv.results_dir) for run in runs], records_dir=fv.records_dir)
+            records.record_runs(preset, runs, records_dir=fv.records_dir)
             print(f"recorded {preset} ({members} member{'s' if members > 1 else ''}) in "
                   f"{Path(fv.records_dir) / (preset + '.json')}")
     if fv.record and not fv.dry_run and any(done.values()):

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fmnist_jax import results_table
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.errors import RunError
 
@@ -61,13 +62,13 @@ def _seed(run: dict) -> int:
 
 def _numbers(run: dict) -> dict:
     summary = run["summary"]
-    fresh = summary.get("started_at_epoch", 0) == 0 and "wall_seconds" in summary
+    fresh = results_table.has_wall_clock(summary)
     return {
         "val_accuracy": float(np.mean(summary["best_val_accuracy"])),
         "test_accuracy": summary["test"]["best"]["mean_accuracy"],
         "tta_accuracy": summary["test"]["best_tta"]["mean_accuracy"],
         "tta_views": summary.get("tta", "flip"),
-        "minutes": (summary["wall_seconds"] if fresh else summary["train_seconds"]) / 60,
+        "minutes": results_table.minutes(summary, fresh),
         "minutes_are_wall_clock": fresh,
         "images_per_second": summary.get("median_images_per_second"),
     }

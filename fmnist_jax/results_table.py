@@ -33,7 +33,7 @@ def row(record: dict) -> dict:
     one_run = len(summaries) == 1 and len(members) > 1
     # Members trained as separate runs vote through the record's saved ensemble (if any).
     runs_vote = (record.get("ensemble") or {}) if len(summaries) > 1 else {}
-    fresh = all(s.get("started_at_epoch", 0) == 0 and "wall_seconds" in s for s in summaries)
+    fresh = all(has_wall_clock(s) for s in summaries)
     env = first.get("environment", {})
     return {
         "name": record["name"],
@@ -49,7 +49,7 @@ def row(record: dict) -> dict:
         "epochs": first["epochs"],
         # Each run's minutes from its command's start; a resumed run has no such figure, so it
         # counts its epochs' training time only (and says so).
-        "minutes": float(np.mean([(s["wall_seconds"] if fresh else s["train_seconds"]) / 60 for s in summaries])),
+        "minutes": float(np.mean([minutes(s, fresh) for s in summaries])),
         "minutes_are_wall_clock": fresh,
         "runs": len(summaries),
         "images_per_second": first.get("median_images_per_second"),
@@ -70,6 +70,17 @@ def portable_command(command: str) -> str:
     --overwrite."""
     return " ".join(part for part in command.split(" ")
                     if not part.startswith(_LOCAL_OPTIONS) and part != "--overwrite")
+
+
+def has_wall_clock(summary: dict) -> bool:
+    """Whether the run has minutes from its command's start: it was not resumed (and its summary
+    is recent enough to record them)."""
+    return summary.get("started_at_epoch", 0) == 0 and "wall_seconds" in summary
+
+
+def minutes(summary: dict, wall_clock: bool) -> float:
+    """The run's minutes from its command's start, or (`wall_clock` False) its epochs' training time."""
+    return (summary["wall_seconds"] if wall_clock else summary["train_seconds"]) / 60
 
 
 def combined_command(commands: Sequence[str]) -> str:

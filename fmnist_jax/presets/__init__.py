@@ -2,7 +2,8 @@
 
 Each module's docstring says what it reproduces, the number to compare with, and the command;
 its `CONFIG` is a `TrainConfig`, its `REFERENCE` the number the results table
-compares with and its `MEMBERS` (default 1) how many seeds that number averages. `experiments.cnn --preset=NAME` starts from it, and flags given
+compares with and its `MEMBERS` (default 1) how many seeds that number averages.
+`experiments.cnn --preset=NAME` starts from it, and flags given
 explicitly override its fields.
 """
 
@@ -20,26 +21,28 @@ NAMES = ("seed002", "seed003", "seed004_cnn", "seed004_resnet", "demo", "speedru
 TABLE = ("speedrun", "seed004_cnn", "speedrun_long", "seed003", "seed004_resnet", "seed002")
 
 
-def get(name: str) -> TrainConfig:
-    """The preset's TrainConfig; ConfigError("preset", ...) for an unknown name."""
+def _module(name: str):
+    """The preset's module; ConfigError("preset", ...) for an unknown name."""
     if name not in NAMES:
         raise ConfigError("preset", f"does not know {name!r}; choose from {', '.join(NAMES)}.")
-    return importlib.import_module(f"{__name__}.{name}").CONFIG
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def get(name: str) -> TrainConfig:
+    """The preset's TrainConfig; ConfigError("preset", ...) for an unknown name."""
+    return _module(name).CONFIG
 
 
 def reference(name: str) -> str:
     """The number the preset is compared with (the earlier project's, or a target), or ""."""
-    get(name)
-    return getattr(importlib.import_module(f"{__name__}.{name}"), "REFERENCE", "")
+    return getattr(_module(name), "REFERENCE", "")
 
 
 def members(name: str) -> int:
     """How many seeds (members) the preset's reference number averages: its protocol's size."""
-    get(name)
-    return getattr(importlib.import_module(f"{__name__}.{name}"), "MEMBERS", 1)
+    return getattr(_module(name), "MEMBERS", 1)
 
 
 def describe(name: str) -> str:
     """The first line of the preset's docstring."""
-    get(name)
-    return importlib.import_module(f"{__name__}.{name}").__doc__.strip().splitlines()[0]
+    return _module(name).__doc__.strip().splitlines()[0]
