@@ -19,8 +19,8 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import median_seconds
-from fmnist_jax import host_memory
 from fmnist_jax.models import layers, winograd
+from fmnist_jax.runs import host_memory
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 250, "Batch size.")

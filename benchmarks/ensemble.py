@@ -18,7 +18,8 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import median_seconds
-from fmnist_jax import host_memory, train, trainer
+from fmnist_jax.runs import host_memory
+from fmnist_jax.training import train, trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("members", 5, "Ensemble members.")

@@ -15,7 +15,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from fmnist_jax import data, knn
+from fmnist_jax.data import datasets
+from fmnist_jax.knn import exact
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("k", 5, "Neighbours.")
@@ -33,8 +34,8 @@ def _timed(fn):
 
 
 def run_fmnist_jax(x_train, y_train, x_test, k, metric):
-    knn.predict(x_train, y_train, x_test[:300], k, metric)  # warm up: compile the chunk programs
-    seconds, pred = _timed(lambda: knn.predict(x_train, y_train, x_test, k, metric))
+    exact.predict(x_train, y_train, x_test[:300], k, metric)  # warm up: compile the chunk programs
+    seconds, pred = _timed(lambda: exact.predict(x_train, y_train, x_test, k, metric))
     return seconds, pred
 
 
@@ -57,7 +58,7 @@ def run_faiss(x_train, y_train, x_test, k, metric):
         index = faiss.IndexFlatL2(xt.shape[1])
         index.add(xt)
         _, idx = index.search(xq, k)
-        return knn.vote(y_train[idx], None, k, "uniform")
+        return exact.vote(y_train[idx], None, k, "uniform")
 
     return _timed(search)
 
@@ -67,7 +68,7 @@ PEERS = {"sklearn": run_sklearn, "faiss": run_faiss}
 
 def main(argv):
     del argv
-    ds = data.load(data_dir=FLAGS.data_dir)
+    ds = datasets.load(data_dir=FLAGS.data_dir)
     x_train, y_train, x_test, y_test = ds
     if FLAGS.train_limit:
         x_train, y_train = x_train[:FLAGS.train_limit], y_train[:FLAGS.train_limit]

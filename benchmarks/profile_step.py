@@ -27,8 +27,9 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks.timing import median_seconds  # noqa: E402
-from fmnist_jax import host_memory, train  # noqa: E402
 from fmnist_jax.models import layers  # noqa: E402
+from fmnist_jax.runs import host_memory  # noqa: E402
+from fmnist_jax.training import train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("net", "seed002", "Model to profile.")

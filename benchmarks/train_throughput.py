@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import median_seconds
-from fmnist_jax import host_memory
+from fmnist_jax.runs import host_memory
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("nets", ["seed002", "seed003"], "Networks to time.")
@@ -45,7 +45,7 @@ def time_jax(net: str, impl: str, steps: int):
     """Training and evaluation images/s of the library's own training path (one member)."""
     import jax
 
-    from fmnist_jax import train, trainer
+    from fmnist_jax.training import train, trainer
 
     x, y = _data(FLAGS.batch * steps)
     cfg = train.TrainConfig(model=net, batch=FLAGS.batch, augment=(), eval_batch=FLAGS.batch, conv_impl=impl)

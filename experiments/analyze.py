@@ -18,7 +18,7 @@ import sys
 from absl import flags
 
 from experiments import cli
-from fmnist_jax import analysis_run
+from fmnist_jax.analysis import run_analysis
 
 
 def define_flags(fv) -> None:
@@ -35,10 +35,10 @@ def define_flags(fv) -> None:
 
 def main(fv, args) -> dict:
     paths = cli.trained_run_paths(fv)
-    summary = analysis_run.analyze_run(paths, fv.which, fv.member, data_dir=fv.data_dir,
+    summary = run_analysis.analyze_run(paths, fv.which, fv.member, data_dir=fv.data_dir,
                                        tsne_points=fv.tsne_points, feature_images=fv.feature_images,
                                        tsne_iter=fv.tsne_iter)
-    print(analysis_run.describe(summary))
+    print(run_analysis.describe(summary))
     return summary
 
 

@@ -16,16 +16,20 @@ defined at import time, so scripts imported side by side do not share or clash o
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import shlex
 import sys
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-from fmnist_jax import host_memory, presets, restore, sharding
+from fmnist_jax import config, presets
 from fmnist_jax.errors import ConfigError, UserError
-from fmnist_jax.run_files import RunPaths, check_run_name
+from fmnist_jax.runs import host_memory, restore
+from fmnist_jax.runs.files import RunPaths, check_run_name
+from fmnist_jax.training import sharding
 
 log = logging.getLogger("experiments")
 
@@ -50,7 +54,9 @@ def define_config_flags(fv: flags.FlagValues, cls, *, lists: Iterable[str] = (),
             continue
         default = defaults.get(field.name, field.default)
         args = dict(name=field.name, help=_help(field), flag_values=fv)
-        if field.name in lists or isinstance(field.default, tuple):
+        if isinstance(field.default, Mapping):        # e.g. model_args: a JSON object
+            flags.DEFINE_string(default=None if default is None else json.dumps(dict(default)), **args)
+        elif field.name in lists or isinstance(field.default, tuple):
             values = default if isinstance(default, tuple) else (default,)
             flags.DEFINE_list(default=None if default is None else [str(v) for v in values], **args)
         elif isinstance(field.default, bool):
@@ -86,6 +92,8 @@ def config_values(fv: flags.FlagValues, cls, *, base=None, lists: Iterable[str] 
         if base is not None and not flag.present:
             value = getattr(base, field.name)
             values[field.name] = [value] if field.name in lists else value
+        elif isinstance(field.default, Mapping):
+            values[field.name] = config.parse_model_args(flag.value)
         elif field.name in lists:
             values[field.name] = _cast_list(field, flag.value)
         elif isinstance(field.default, tuple):
@@ -110,7 +118,7 @@ def command_line(script, fv: flags.FlagValues) -> str:
     """The command that repeats this invocation: ``python -m <script>`` and the script's flags
     that were given explicitly, sorted, as absl writes them (--name=value, --flag, --noflag)."""
     own = _own_flags(script)
-    given = [fv[name].serialize() for name in sorted(fv) if name in own and fv[name].present]
+    given = [shlex.quote(fv[name].serialize()) for name in sorted(fv) if name in own and fv[name].present]
     # Run with `python -m`, the script's __name__ is "__main__"; its spec keeps the module's name.
     module = getattr(getattr(script, "__spec__", None), "name", None) or script.__name__
     return " ".join([f"python -m {module}", *given])

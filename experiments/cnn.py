@@ -19,8 +19,10 @@ from __future__ import annotations
 import sys
 
 from experiments import cli
-from fmnist_jax import interruption, run, summary
 from fmnist_jax.config import TrainConfig
+from fmnist_jax.evaluation import summary
+from fmnist_jax.runs import interruption
+from fmnist_jax.training import run
 
 
 def define_flags(fv) -> None:
@@ -32,7 +34,10 @@ def define_flags(fv) -> None:
 
 def config_from_flags(fv) -> TrainConfig:
     """The TrainConfig the flags describe (explicit flags over the preset over the defaults), checked."""
-    cfg = TrainConfig(**cli.config_values(fv, TrainConfig, base=cli.preset(fv)))
+    values = cli.config_values(fv, TrainConfig, base=cli.preset(fv))
+    if fv["model"].present and not fv["model_args"].present:
+        values["model_args"] = {}      # the preset's model_args are for the preset's model
+    cfg = TrainConfig(**values)
     cfg.validate()
     return cfg
 

@@ -19,8 +19,8 @@ import sys
 from absl import flags
 
 from experiments import cli
-from fmnist_jax import evaluation, tta
 from fmnist_jax.config import TrainConfig
+from fmnist_jax.evaluation import run_report, tta
 
 
 def define_flags(fv) -> None:
@@ -38,10 +38,10 @@ def define_flags(fv) -> None:
 
 def main(fv, args) -> dict:
     paths = cli.trained_run_paths(fv)
-    views = fv.tta_views if fv.tta_views is not None else evaluation.tta_views(fv.tta)
-    metrics = evaluation.evaluate_run(paths, fv.which, views, fv.member, data_dir=fv.data_dir,
+    views = fv.tta_views if fv.tta_views is not None else run_report.tta_views(fv.tta)
+    metrics = run_report.evaluate_run(paths, fv.which, views, fv.member, data_dir=fv.data_dir,
                                       conv_impl=fv.conv_impl, eval_batch=fv.eval_batch)
-    print(evaluation.describe(metrics))
+    print(run_report.describe(metrics))
     return metrics
 
 

@@ -16,7 +16,7 @@ import sys
 from absl import flags
 
 from experiments import cli
-from fmnist_jax import export
+from fmnist_jax.serving import export
 
 
 def define_flags(fv) -> None:

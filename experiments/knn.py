@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from experiments import cli
-from fmnist_jax.knn_run import KnnConfig, run_knn
+from fmnist_jax.knn.run import KnnConfig, run_knn
 
 
 def define_flags(fv) -> None:

@@ -18,8 +18,9 @@ import sys
 from absl import flags
 
 from experiments import cli
-from fmnist_jax import predict, restore
 from fmnist_jax.errors import UserError
+from fmnist_jax.runs import restore
+from fmnist_jax.serving import predict
 
 TAKES_ARGS = True
 

@@ -25,9 +25,10 @@ from pathlib import Path
 from absl import flags
 
 from experiments import cli, results
-from fmnist_jax import presets, records
+from experiments.tables import records
+from fmnist_jax import presets
 from fmnist_jax.errors import ConfigError, RunError
-from fmnist_jax.run_files import RunPaths
+from fmnist_jax.runs.files import RunPaths
 
 # Extra flags after `--` are handed to every experiments.cnn run.
 TAKES_ARGS = True

@@ -21,9 +21,9 @@ from pathlib import Path
 from absl import flags
 
 from experiments import cli
-from fmnist_jax import ablation_table, records, results_table
+from experiments.tables import ablation_table, records, results_table
 from fmnist_jax.errors import ConfigError
-from fmnist_jax.run_files import RunPaths, write_json, write_text
+from fmnist_jax.runs.files import RunPaths, write_json, write_text
 
 
 def define_flags(fv) -> None:

@@ -17,8 +17,9 @@ import dataclasses
 import sys
 
 from experiments import cli
-from fmnist_jax import interruption, sweep
 from fmnist_jax.config import HPARAM_NAMES, TrainConfig
+from fmnist_jax.runs import interruption
+from fmnist_jax.training import sweep
 
 LISTS = ("model", "batch") + HPARAM_NAMES
 

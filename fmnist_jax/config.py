@@ -12,10 +12,15 @@ flag, that holds the impossible value.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import json
+from typing import Any, Mapping
 
-from fmnist_jax import augment, data, models, tta
+from flax.core import FrozenDict
+
+from fmnist_jax import models
+from fmnist_jax.data import augment, datasets
 from fmnist_jax.errors import ConfigError
+from fmnist_jax.evaluation import tta
 from fmnist_jax.models import layers
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -47,7 +52,10 @@ class TrainConfig:
     """
     # What is trained, on what.
     model: str = _field("seed002", "Network from the zoo.", tuple(models.names()))
-    dataset: str = _field("fashion_mnist", "Dataset.", data.DATASETS)
+    model_args: Mapping[str, Any] = _field(FrozenDict(), "The network's keyword arguments, as a JSON object "
+                                           "(e.g. {\"widths\": [32, 64, 128], \"activation\": \"relu\"} "
+                                           "for speedrun); {}: the zoo's defaults.")
+    dataset: str = _field("fashion_mnist", "Dataset.", datasets.DATASETS)
     train_limit: int = _field(0, "Use only the first N training images (0: all).")
     # The optimisation.
     epochs: int = _field(100, "Epochs to train (a resumed run continues up to this).")
@@ -99,6 +107,15 @@ class TrainConfig:
                                    "another) or auto (map on one CPU, vmap otherwise).",
                                    MEMBER_EXECUTIONS)
 
+    def __post_init__(self):
+        # A former zoo name (models.FORMER_NAMES, in committed records and their commands) becomes
+        # its family and the arguments it stood for; the arguments are made immutable (hashable).
+        name, args = self.model, freeze_args(self.model_args)
+        if name in models.FORMER_NAMES:
+            name, args = models.resolve(name, args)
+        object.__setattr__(self, "model", name)
+        object.__setattr__(self, "model_args", freeze_args(args))
+
     def validate(self) -> None:
         """Raises ConfigError naming the first field with an impossible value."""
         for f in dataclasses.fields(self):
@@ -129,6 +146,10 @@ class TrainConfig:
             raise ConfigError("split", "'ordered' gives every member the same images, so it cannot be "
                                        "split per seed; use random or stratified.")
         check_hparams(**{name: getattr(self, name) for name in HPARAM_NAMES})
+        try:
+            models.create(self.model, **self.model_args)
+        except (models.UnknownModelError, TypeError, ValueError) as e:
+            raise ConfigError("model_args", f"does not suit {self.model}: {e}") from None
 
 
 def check_hparams(lr, weight_decay, dropout_scale, erase_p, label_smoothing) -> None:
@@ -150,9 +171,33 @@ def fields() -> tuple[dataclasses.Field, ...]:
     return dataclasses.fields(TrainConfig)
 
 
+def freeze_args(args: Mapping[str, Any] | None) -> FrozenDict:
+    """Model arguments as an immutable mapping, lists (from JSON) as tuples, keys sorted."""
+    def freeze(v):
+        return tuple(freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
+    return FrozenDict({k: freeze(v) for k, v in sorted(dict(args or {}).items())})
+
+
+def parse_model_args(text: str) -> FrozenDict:
+    """--model_args: a JSON object (ConfigError("model_args", ...) for anything else)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError("model_args", f"must be a JSON object such as '{{\"widths\": [32, 64, 128]}}', got {text!r}.")
+    return freeze_args(value)
+
+
 def as_record(cfg: TrainConfig) -> dict[str, Any]:
-    """The config as JSON-ready values (tuples as lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+    """A config dataclass (TrainConfig, KnnConfig) as JSON-ready values (tuples as lists, mappings as dicts)."""
+    def plain(v):
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, Mapping):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+    return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 
 # Field names of records written before the batch fields took their flags' names.

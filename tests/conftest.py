@@ -25,10 +25,10 @@ os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0 --xla_cpu
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fmnist_jax import data  # noqa: E402
+from fmnist_jax.data import datasets  # noqa: E402
 
 
-def make_dataset(n_train=120, n_test=40, seed=0) -> data.Dataset:
+def make_dataset(n_train=120, n_test=40, seed=0) -> datasets.Dataset:
     """Class-dependent synthetic 28x28 uint8 images: learnable, and k-NN separable."""
     rng = np.random.default_rng(seed)
     templates = rng.integers(0, 256, size=(10, 28, 28))
@@ -39,13 +39,13 @@ def make_dataset(n_train=120, n_test=40, seed=0) -> data.Dataset:
         x = np.clip(templates[y] + noise, 0, 255).astype(np.uint8)
         return x, y
 
-    return data.Dataset(*draw(n_train), *draw(n_test))
+    return datasets.Dataset(*draw(n_train), *draw(n_test))
 
 
-def write_dataset(directory, ds: data.Dataset, gz=True) -> None:
+def write_dataset(directory, ds: datasets.Dataset, gz=True) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for key, stem in data.FILES.items():
-        data.write_idx(directory / (stem + (".gz" if gz else "")), getattr(ds, key))
+    for key, stem in datasets.FILES.items():
+        datasets.write_idx(directory / (stem + (".gz" if gz else "")), getattr(ds, key))
 
 
 @pytest.fixture
@@ -78,8 +78,8 @@ def assert_exits_with_sentence(capsys, message: str, run, *args) -> None:
 def real_data():
     """The real Fashion-MNIST, or a skip where it is not installed (`make data` installs it)."""
     try:
-        return data.load("fashion_mnist", source="idx")
-    except data.DataError as e:
+        return datasets.load("fashion_mnist", source="idx")
+    except datasets.DataError as e:
         pytest.skip(f"real Fashion-MNIST not installed: {e}")
 
 

@@ -14,7 +14,7 @@ import sys
 import jax
 import numpy as np
 
-from fmnist_jax import sharding, train, trainer
+from fmnist_jax.training import sharding, train, trainer
 from tests.conftest import make_dataset
 
 CFG = train.TrainConfig(model="mlp", epochs=1, batch=32, augment=("flip", "erase"),

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from experiments import analyze, cli
-from fmnist_jax import analysis, models
+from fmnist_jax import models
+from fmnist_jax.analysis import introspection
 from tests.conftest import assert_exits_with_sentence
 
 
@@ -21,7 +22,7 @@ def test_ece_of_a_perfectly_calibrated_toy_is_zero():
         p[:, 0] = confidence
         probs.append(p)
         labels.append([0] * right + [1] * (n - right))
-    cal = analysis.calibration(np.concatenate(probs), np.concatenate(labels))
+    cal = introspection.calibration(np.concatenate(probs), np.concatenate(labels))
     assert cal["ece"] == pytest.approx(0.0, abs=1e-12) and cal["mce"] == pytest.approx(0.0, abs=1e-12)
     assert sum(cal["count"]) == 22
 
@@ -29,30 +30,30 @@ def test_ece_of_a_perfectly_calibrated_toy_is_zero():
 def test_ece_of_a_confidently_wrong_model_is_its_confidence():
     p = np.full((5, 10), 0.1 / 9)
     p[:, 3] = 0.9
-    cal = analysis.calibration(p, np.zeros(5, int))
+    cal = introspection.calibration(p, np.zeros(5, int))
     assert cal["ece"] == pytest.approx(0.9) and cal["mean_confidence_wrong"] == pytest.approx(0.9)
     assert cal["mean_confidence_correct"] is None
 
 
 def test_per_class_accuracy_and_sampling():
-    acc = analysis.per_class_accuracy([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 4)
+    acc = introspection.per_class_accuracy([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], 4)
     np.testing.assert_allclose(acc[:3], [0.5, 1.0, 0.0])
     assert np.isnan(acc[3])
-    idx = analysis.sample_indices(100, 30, seed=0)
+    idx = introspection.sample_indices(100, 30, seed=0)
     assert len(idx) == 30 and len(set(idx)) == 30 and np.all(np.diff(idx) > 0)
-    np.testing.assert_array_equal(analysis.sample_indices(100, 0), np.arange(100))
+    np.testing.assert_array_equal(introspection.sample_indices(100, 0), np.arange(100))
 
 
 def test_tsne_gives_finite_coordinates_for_every_point():
     x = np.random.default_rng(0).normal(size=(30, 80)).astype(np.float32)
-    xy = analysis.tsne(x, max_iter=250)
+    xy = introspection.tsne(x, max_iter=250)
     assert xy.shape == (30, 2) and np.all(np.isfinite(xy))
 
 
 def test_tsne_without_scikit_learn_is_one_sentence(monkeypatch):
     monkeypatch.setitem(sys.modules, "sklearn.manifold", None)
-    with pytest.raises(analysis.MissingExtraError, match=r"pip install -e '.\[analysis\]'"):
-        analysis.tsne(np.zeros((10, 3)))
+    with pytest.raises(introspection.MissingExtraError, match=r"pip install -e '.\[analysis\]'"):
+        introspection.tsne(np.zeros((10, 3)))
 
 
 EXPECTED_LAYERS = {
@@ -67,42 +68,43 @@ def test_recorded_layers_features_and_filters(name, features, filters):
     model = models.create(name, conv_impl="xla")
     x = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
     variables = jax.jit(lambda k: model.init({"params": k}, x[:1], train=False))(jax.random.key(0))
-    maps = analysis.feature_maps(model, variables, x)
+    maps = introspection.feature_maps(model, variables, x)
     assert {k: v.shape[1:] for k, v in maps.items()} == EXPECTED_LAYERS.get(name, {})
     assert list(maps) == list(EXPECTED_LAYERS.get(name, {}))       # in the order they are computed
     assert all(v.shape[0] == 3 for v in maps.values())
     # The penultimate features are the classifier's input: the last Dense maps them to the logits.
-    feats = analysis.penultimate_features(model, variables, x, batch=2)   # a padded last batch
+    feats = introspection.penultimate_features(model, variables, x, batch=2)   # a padded last batch
     assert feats.shape == (3, features)
     last = max((k for k in variables["params"] if k.startswith("Dense_")), key=lambda k: int(k.split("_")[1]))
     dense = variables["params"][last]
     np.testing.assert_allclose(feats @ dense["kernel"] + dense["bias"], jax.jit(lambda v: model.apply(v, x, train=False))(variables),
                                rtol=1e-4, atol=1e-4)
-    assert analysis.first_layer_filters(variables).shape == filters
+    assert introspection.first_layer_filters(variables).shape == filters
 
 
 def test_the_speedrun_net_records_its_layers_and_shows_its_fixed_whitening_filters():
-    model = models.create("speedrun_small", conv_impl="xla")
+    model = models.create("speedrun", widths=(32, 64, 128), conv_impl="xla")
     x = np.random.default_rng(0).integers(0, 256, (3, 28, 28)).astype(np.uint8)
     variables = jax.jit(lambda k: model.init({"params": k}, x[:1], train=False))(jax.random.key(0))
-    maps = analysis.feature_maps(model, variables, x)
+    maps = introspection.feature_maps(model, variables, x)
     assert {k: v.shape[1:] for k, v in maps.items()} == {"conv0": (28, 28, 18), "conv1": (14, 14, 32),
                                                          "conv2": (7, 7, 64), "conv3": (3, 3, 128)}
-    feats = analysis.penultimate_features(model, variables, x, batch=2)
+    feats = introspection.penultimate_features(model, variables, x, batch=2)
     np.testing.assert_allclose(feats @ variables["params"]["Dense_0"]["kernel"] * model.logit_scale,
                                jax.jit(lambda v: model.apply(v, x, train=False))(variables), rtol=1e-4, atol=1e-4)
     # The whitening kernel is not a parameter (it is never trained) but is the first layer.
-    assert analysis.first_layer_filters(variables).shape == (9, 3, 3)
+    assert introspection.first_layer_filters(variables).shape == (9, 3, 3)
 
 
 def test_every_conv_zoo_model_records_conv_and_pool_layers():
-    for name in ("seed002", "seed004_resnet", "inception", "preact_resnet_small"):
-        model = models.create(name)
+    for name, args in [("seed002", {}), ("seed004_resnet", {}), ("inception", {}),
+                       ("resnet", {"stage_sizes": (1, 1, 1), "widths": (16, 32, 64)})]:
+        model = models.create(name, **args)
         shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, jnp.zeros((1, 28, 28)),
                                                    train=False))
         _, state = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, 28, 28)), train=False,
                                                         mutable=["intermediates"]), shapes)
-        names = {path for path, _ in analysis._walk(dict(state["intermediates"]))} - {"features"}
+        names = {path for path, _ in introspection._walk(dict(state["intermediates"]))} - {"features"}
         assert "features" in state["intermediates"] and len(names) > 4, name
         assert all(n.split("/")[-1].startswith(("conv", "pool")) for n in names), name
         assert "intermediates" not in shapes        # nothing recorded unless asked for

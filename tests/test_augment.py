@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fmnist_jax import augment
+from fmnist_jax.data import augment
 
 
 def _images(n=8, seed=0):

@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from fmnist_jax import checkpoint, optim, train, trainer
+from fmnist_jax.runs import checkpoint
+from fmnist_jax.training import optim, train, trainer
 from tests.conftest import make_dataset
 
 
@@ -99,7 +100,7 @@ def test_a_state_with_the_weights_ema_and_a_fixed_whitening_layer_round_trips(tm
     """What resume and restore.py do, for the speedrun options: the EMA lives in the optimizer state
     (its NamedTuple type must come back) and the whitening layer in the batch statistics."""
     ds = make_dataset(n_train=64, n_test=10)
-    cfg = train.TrainConfig(model="speedrun_small", epochs=1, batch=32, optimizer="sgd", ema_decay=0.9,
+    cfg = train.TrainConfig(model="speedrun", model_args={"widths": (32, 64, 128)}, epochs=1, batch=32, optimizer="sgd", ema_decay=0.9,
                             bias_lr_scale=4.0, augment=("alt_flip",))
     t = trainer.Trainer(cfg, ds.x_train, ds.y_train, np.arange(48), np.arange(48, 64))
     state = t.init()

@@ -2,13 +2,15 @@
 each script defines only the flags it uses."""
 
 import dataclasses
+import json
+from collections.abc import Mapping
 
 import pytest
 from absl import flags
 
 from experiments import analyze, cli, cnn, evaluate, export, knn, predict, sweep
 from fmnist_jax.config import TrainConfig
-from fmnist_jax.knn_run import KnnConfig
+from fmnist_jax.knn.run import KnnConfig
 
 # (script, flags, the flag the message must name, a fragment of the problem)
 BAD_FLAGS = [
@@ -78,6 +80,9 @@ BAD_FLAGS = [
     (export, ["--run=../x"], "--run", "must be a plain folder name"),
     (export, ["--run=x", "--which=worst"], "--which", "value should be one of"),
     (export, ["--run=x", "extra"], "unexpected argument 'extra'", ""),
+    (cnn, ["--model_args=widths"], "--model_args", "must be a JSON object"),
+    (cnn, ["--model=speedrun", '--model_args={"widht": [8, 16, 32]}'], "--model_args",
+     "takes no argument 'widht'"),
     (knn, ["--k=0"], "--k", "must be at least 1"),
     (knn, ["--k=500"], "--k", "larger than the training set"),
     (knn, ["--k=five"], "--k", "must be a comma list of integers"),
@@ -128,5 +133,29 @@ def test_flags_carry_their_fields_defaults_and_help():
     cnn.define_flags(fv)
     for field in dataclasses.fields(TrainConfig):
         flag = fv[field.name]
-        default = list(map(str, field.default)) if isinstance(field.default, tuple) else field.default
+        default = (list(map(str, field.default)) if isinstance(field.default, tuple) else
+                   json.dumps(dict(field.default)) if isinstance(field.default, Mapping) else field.default)
         assert flag.default == default and field.metadata["help"] in flag.help, field.name
+
+
+def _cnn_config(*argv):
+    fv = flags.FlagValues()
+    cnn.define_flags(fv)
+    fv(["cnn", *argv])
+    return cnn.config_from_flags(fv)
+
+
+def test_model_args_come_from_json_and_belong_to_their_model():
+    cfg = _cnn_config("--model=speedrun", '--model_args={"widths": [8, 16, 32], "activation": "relu"}')
+    assert (cfg.model, dict(cfg.model_args)) == ("speedrun", {"activation": "relu", "widths": (8, 16, 32)})
+    # A preset's model_args are for its model: naming another model starts from that one's defaults.
+    assert dict(_cnn_config("--preset=speedrun").model_args) == {"widths": (32, 64, 128)}
+    assert _cnn_config("--preset=speedrun", "--model=seed003").model_args == {}
+    # A former zoo name (as in committed records' commands) is its family with the arguments it stood for.
+    former = _cnn_config("--preset=speedrun", "--model=speedrun_small_relu")
+    assert (former.model, dict(former.model_args)) == ("speedrun", {"activation": "relu", "widths": (32, 64, 128)})
+    # The command that repeats a run quotes the JSON for the shell.
+    fv = flags.FlagValues()
+    cnn.define_flags(fv)
+    fv(["cnn", '--model_args={"widths": [8, 16, 32]}'])
+    assert cli.command_line(cnn, fv) == "python -m experiments.cnn '--model_args={\"widths\": [8, 16, 32]}'"

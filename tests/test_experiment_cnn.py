@@ -97,6 +97,7 @@ def test_changed_config_does_not_silently_resume(dirs, capsys):
 
 def test_a_preset_sets_defaults_and_explicit_flags_win():
     from absl import flags
+
     from fmnist_jax import presets
     fv = flags.FlagValues()
     cnn.define_flags(fv)
@@ -108,6 +109,7 @@ def test_a_preset_sets_defaults_and_explicit_flags_win():
 
 def test_train_config_defaults_are_the_command_line_defaults():
     from absl import flags
+
     from fmnist_jax.config import TrainConfig
     fv = flags.FlagValues()
     cnn.define_flags(fv)

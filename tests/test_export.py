@@ -11,8 +11,9 @@ import pytest
 
 from experiments import cli
 from experiments import export as export_script
-from fmnist_jax import ensemble, restore
-from fmnist_jax.run_files import RunPaths
+from fmnist_jax.evaluation import ensemble
+from fmnist_jax.runs import restore
+from fmnist_jax.runs.files import RunPaths
 
 # Run by a fresh interpreter that is refused fmnist_jax: the export's own loader and nothing else.
 LOAD = """

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from fmnist_jax import host_memory
+from fmnist_jax.runs import host_memory
 
 
 class _MallInfo2(ctypes.Structure):

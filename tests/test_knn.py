@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from fmnist_jax import knn
+from fmnist_jax.knn import exact
 from tests.conftest import make_dataset
 
 
@@ -15,12 +15,12 @@ def _sklearn_predict(x_train, y_train, x_query, k, metric, weights):
     return model.predict(x_query.reshape(len(x_query), -1).astype(np.float64))
 
 
-@pytest.mark.parametrize("metric", knn.METRICS)
+@pytest.mark.parametrize("metric", exact.METRICS)
 def test_pruned_search_equals_brute_force(metric):
     ds = make_dataset(n_train=600, n_test=70, seed=1)
     # A tiny memory budget forces many chunks, including a padded last one.
-    fast = knn.search(ds.x_train, ds.x_test, 7, metric, memory_budget=1 << 20)
-    brute = knn.search(ds.x_train, ds.x_test, 7, metric, method="brute")
+    fast = exact.search(ds.x_train, ds.x_test, 7, metric, memory_budget=1 << 20)
+    brute = exact.search(ds.x_train, ds.x_test, 7, metric, method="brute")
     np.testing.assert_array_equal(fast.indices, brute.indices)
     np.testing.assert_allclose(fast.distances, brute.distances)
     assert np.all(np.diff(fast.distances, axis=1) >= 0)
@@ -35,63 +35,63 @@ def _smooth_images(n, rng, noise=20):
 def test_l1_cascade_overflow_falls_back_exactly(monkeypatch, caplog):
     # Tiny capacities: most queries overflow the first pass; the wider pass certifies most of
     # those, and the rest take brute force. All three paths must give the exact answer.
-    monkeypatch.setattr(knn, "_L1_STAGE1_CAPACITY", 8)
-    monkeypatch.setattr(knn, "_L1_STAGE2_CAPACITY", 2)
-    monkeypatch.setattr(knn, "_L1_WIDE_CAPACITY", 40)
+    monkeypatch.setattr(exact, "_L1_STAGE1_CAPACITY", 8)
+    monkeypatch.setattr(exact, "_L1_STAGE2_CAPACITY", 2)
+    monkeypatch.setattr(exact, "_L1_WIDE_CAPACITY", 40)
     rng = np.random.default_rng(0)
     x_train, x_query = _smooth_images(500, rng), _smooth_images(50, rng)
-    with caplog.at_level("INFO", logger="fmnist_jax.knn"):
-        fast = knn.search(x_train, x_query, 5, "l1")
+    with caplog.at_level("INFO", logger="fmnist_jax.knn.exact"):
+        fast = exact.search(x_train, x_query, 5, "l1")
     assert "took a wider pruning pass" in caplog.text and "brute-force path" in caplog.text
-    brute = knn.search(x_train, x_query, 5, "l1", method="brute")
+    brute = exact.search(x_train, x_query, 5, "l1", method="brute")
     np.testing.assert_array_equal(fast.indices, brute.indices)
 
 
 def test_capacities_below_k_still_return_k_neighbours(monkeypatch):
-    monkeypatch.setattr(knn, "_L1_STAGE1_CAPACITY", 4)
-    monkeypatch.setattr(knn, "_L1_STAGE2_CAPACITY", 2)
+    monkeypatch.setattr(exact, "_L1_STAGE1_CAPACITY", 4)
+    monkeypatch.setattr(exact, "_L1_STAGE2_CAPACITY", 2)
     rng = np.random.default_rng(1)
     x_train, x_query = _smooth_images(300, rng), _smooth_images(10, rng)
-    fast = knn.search(x_train, x_query, 9, "l1")
-    np.testing.assert_array_equal(fast.indices, knn.search(x_train, x_query, 9, "l1", method="brute").indices)
+    fast = exact.search(x_train, x_query, 9, "l1")
+    np.testing.assert_array_equal(fast.indices, exact.search(x_train, x_query, 9, "l1", method="brute").indices)
 
 
 def test_distances_are_true_distances():
     x = np.array([[0, 0], [3, 4], [1, 1]], np.uint8)
-    nb = knn.search(x, x[:1], 3, "l2", method="brute")
+    nb = exact.search(x, x[:1], 3, "l2", method="brute")
     np.testing.assert_allclose(nb.distances[0], [0, np.sqrt(2), 5])
-    nb = knn.search(x, x[:1], 3, "l1")
+    nb = exact.search(x, x[:1], 3, "l1")
     np.testing.assert_allclose(nb.distances[0], [0, 2, 7])
 
 
 def test_ties_go_to_the_smaller_index_and_the_smaller_label():
     x_train = np.array([[0], [2], [2], [4]], np.uint8)  # 1 and 2 tie from a query at 2
-    nb = knn.search(x_train, np.array([[3]], np.uint8), 2, "l1")
+    nb = exact.search(x_train, np.array([[3]], np.uint8), 2, "l1")
     np.testing.assert_array_equal(nb.indices[0], [1, 2])
-    pred = knn.vote(np.array([[3, 1]]), np.array([[1.0, 1.0]]), 2, "uniform")
+    pred = exact.vote(np.array([[3, 1]]), np.array([[1.0, 1.0]]), 2, "uniform")
     assert pred[0] == 1
 
 
 def test_distance_weights_follow_sklearn_zero_distance_rule():
     labels = np.array([[4, 2, 2]])
-    assert knn.vote(labels, np.array([[0.0, 1.0, 1.0]]), 3, "distance")[0] == 4
-    assert knn.vote(labels, np.array([[1.0, 3.0, 3.0]]), 3, "distance")[0] == 4   # 1 > 2/3
-    assert knn.vote(labels, np.array([[1.0, 1.5, 1.5]]), 3, "distance")[0] == 2   # 1 < 4/3
+    assert exact.vote(labels, np.array([[0.0, 1.0, 1.0]]), 3, "distance")[0] == 4
+    assert exact.vote(labels, np.array([[1.0, 3.0, 3.0]]), 3, "distance")[0] == 4   # 1 > 2/3
+    assert exact.vote(labels, np.array([[1.0, 1.5, 1.5]]), 3, "distance")[0] == 2   # 1 < 4/3
 
 
 def test_sweep_scores_every_k_from_one_search():
     ds = make_dataset(n_train=300, n_test=60, seed=4)
-    acc = knn.sweep(ds.x_train, ds.y_train, ds.x_test, ds.y_test, [5, 1, 3], "l2")
+    acc = exact.sweep(ds.x_train, ds.y_train, ds.x_test, ds.y_test, [5, 1, 3], "l2")
     assert list(acc) == [1, 3, 5]
     for k, a in acc.items():
-        expected = (knn.predict(ds.x_train, ds.y_train, ds.x_test, k, "l2") == ds.y_test).mean()
+        expected = (exact.predict(ds.x_train, ds.y_train, ds.x_test, k, "l2") == ds.y_test).mean()
         assert a == pytest.approx(expected)
 
 
 def test_float_inputs_work():
     ds = make_dataset(n_train=200, n_test=20, seed=5)
-    a = knn.search(ds.x_train / 255.0, ds.x_test / 255.0, 3, "l1").indices
-    b = knn.search(ds.x_train, ds.x_test, 3, "l1").indices
+    a = exact.search(ds.x_train / 255.0, ds.x_test / 255.0, 3, "l1").indices
+    b = exact.search(ds.x_train, ds.x_test, 3, "l1").indices
     np.testing.assert_array_equal(a, b)
 
 
@@ -104,25 +104,25 @@ def test_bad_arguments(kwargs, message):
     ds = make_dataset(n_train=50, n_test=5)
     args = dict(k=3, metric="l2") | kwargs
     with pytest.raises(ValueError, match=message):
-        knn.search(ds.x_train, ds.x_test, **args)
+        exact.search(ds.x_train, ds.x_test, **args)
 
 
-@pytest.mark.parametrize("metric", knn.METRICS)
-@pytest.mark.parametrize("weights", knn.WEIGHTS)
+@pytest.mark.parametrize("metric", exact.METRICS)
+@pytest.mark.parametrize("weights", exact.WEIGHTS)
 def test_agrees_with_sklearn_on_synthetic_data(metric, weights):
     ds = make_dataset(n_train=400, n_test=80, seed=6)
     for k in (1, 5, 9):
-        ours = knn.predict(ds.x_train, ds.y_train, ds.x_test, k, metric, weights)
+        ours = exact.predict(ds.x_train, ds.y_train, ds.x_test, k, metric, weights)
         ref = _sklearn_predict(ds.x_train, ds.y_train, ds.x_test, k, metric, weights)
         np.testing.assert_array_equal(ours, ref)
 
 
-@pytest.mark.parametrize("metric", knn.METRICS)
+@pytest.mark.parametrize("metric", exact.METRICS)
 def test_agrees_with_sklearn_on_real_data(real_data, metric):
     # The subset is sized so the L1 cascade really prunes (12,000 > its first-stage capacity).
     # One search for the largest k, against scikit-learn's neighbours for it (its brute L1 takes
     # seconds a call); every k and weighting then votes from the first k neighbours of each, as
-    # knn.sweep does (the votes themselves match scikit-learn's classifier in the synthetic test
+    # exact.sweep does (the votes themselves match scikit-learn's classifier in the synthetic test
     # above; predict, which is the vote of the search, is checked against scikit-learn's
     # classifier there too). The suite compiles for speed of compilation (tests/conftest.py), so
     # the search here runs several times slower than in use: 150 queries keep it to seconds.
@@ -130,14 +130,14 @@ def test_agrees_with_sklearn_on_real_data(real_data, metric):
     x_train, y_train = real_data.x_train[:12000], real_data.y_train[:12000]
     x_test = real_data.x_test[:150]
     flat = lambda x: x.reshape(len(x), -1).astype(np.float64)
-    nb = knn.search(x_train, x_test, 9, metric)
+    nb = exact.search(x_train, x_test, 9, metric)
     ref_dist, ref_idx = NearestNeighbors(n_neighbors=9, p=1 if metric == "l1" else 2, algorithm="brute"
                                          ).fit(flat(x_train)).kneighbors(flat(x_test))
     np.testing.assert_allclose(np.asarray(nb.distances, np.float64), ref_dist, rtol=1e-5)
-    for weights in knn.WEIGHTS:
+    for weights in exact.WEIGHTS:
         for k in (1, 5, 9):
-            ours = knn.vote(y_train[nb.indices], nb.distances, k, weights)
-            ref = knn.vote(y_train[ref_idx], ref_dist, k, weights)
+            ours = exact.vote(y_train[nb.indices], nb.distances, k, weights)
+            ref = exact.vote(y_train[ref_idx], ref_dist, k, weights)
             agreement = (ours == ref).mean()
             # 100% except exact distance ties, whose order scikit-learn leaves to argpartition.
             assert agreement == 1.0, f"{metric} {weights} k={k}: {agreement:.4f}"

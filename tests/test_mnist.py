@@ -8,7 +8,8 @@ import pytest
 from absl import flags
 
 from experiments import analyze, cli, cnn, evaluate, knn
-from fmnist_jax import data, presets
+from fmnist_jax import presets
+from fmnist_jax.data import datasets
 from tests.conftest import assert_exits_with_sentence, make_dataset, write_dataset
 
 
@@ -46,10 +47,10 @@ def test_mnist_knn_cnn_evaluate_analyze(mnist_dirs, tmp_path, capsys):
 def test_missing_mnist_says_where_to_get_it(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("FMNIST_DATA_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(data.DataError) as err:
-        data.load("mnist", source="idx")
+    with pytest.raises(datasets.DataError) as err:
+        datasets.load("mnist", source="idx")
     message = str(err.value)
-    assert data.MNIST_URL in message and "data/mnist/" in message and "t10k-labels-idx1-ubyte.gz" in message
+    assert datasets.MNIST_URL in message and "data/mnist/" in message and "t10k-labels-idx1-ubyte.gz" in message
     assert "dataset-fashion-mnist" not in message
-    assert_exits_with_sentence(capsys, data.MNIST_URL, cli.invoke, cnn,
+    assert_exits_with_sentence(capsys, datasets.MNIST_URL, cli.invoke, cnn,
                                ["--dataset=mnist", f"--data_dir={tmp_path / 'none'}", "--epochs=1"])

@@ -10,7 +10,8 @@ import numpy as np
 import optax
 import pytest
 
-from fmnist_jax import models, optim, train, trainer
+from fmnist_jax import models
+from fmnist_jax.training import optim, train, trainer
 from tests.conftest import make_dataset
 
 TINY = train.TrainConfig(model="mlp", epochs=1, batch=16, augment=(), seed=1, lr=3e-3)

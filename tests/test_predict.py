@@ -9,8 +9,10 @@ from PIL import Image
 
 from experiments import cli
 from experiments import predict as predict_script
-from fmnist_jax import data, predict, restore
-from fmnist_jax.run_files import RunPaths
+from fmnist_jax.data import datasets
+from fmnist_jax.runs import restore
+from fmnist_jax.runs.files import RunPaths
+from fmnist_jax.serving import predict
 
 
 def _model_classes(results_dir, images):
@@ -37,11 +39,11 @@ def test_test_images_as_png_npy_and_idx_get_the_models_classes(mlp_ensemble, tmp
         _save_png(path, image)
         assert (predict.read_file(path)[0].image == image).all()      # read back exactly
     np.save(tmp_path / "batch.npy", images)
-    data.write_idx(tmp_path / "batch-idx3-ubyte.gz", images)
+    datasets.write_idx(tmp_path / "batch-idx3-ubyte.gz", images)
     out, printed = _run(flags, [*pngs, tmp_path / "batch.npy", tmp_path / "batch-idx3-ubyte.gz"], capsys)
     preds = out["predictions"]
     assert len(preds) == 3 * len(images) and not out["errors"]
-    got = [data.CLASS_NAMES["fashion_mnist"].index(p["top"][0]["label"]) for p in preds]
+    got = [datasets.CLASS_NAMES["fashion_mnist"].index(p["top"][0]["label"]) for p in preds]
     assert got == list(expected) * 3
     assert all(len(p["top"]) == 3 and p["top"][0]["probability"] >= p["top"][1]["probability"] for p in preds)
     lines = printed.out.strip().splitlines()

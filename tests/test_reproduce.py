@@ -6,7 +6,8 @@ import json
 import pytest
 
 from experiments import cli, reproduce
-from fmnist_jax import presets, results_table
+from experiments.tables import results_table
+from fmnist_jax import presets
 from tests.conftest import assert_exits_with_sentence
 
 TINY = ["--", "--model=mlp", "--epochs=1", "--batch=40", "--augment=none", "--tta=none", "--eval_batch=64"]

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from experiments import cli, cnn, results
-from fmnist_jax import ablation_table, ensemble, results_table
+from experiments.tables import ablation_table, results_table
 from fmnist_jax.errors import RunError
-from fmnist_jax.run_files import PROBABILITIES_FILE
+from fmnist_jax.evaluation import ensemble
+from fmnist_jax.runs.files import PROBABILITIES_FILE
 from tests.conftest import assert_exits_with_sentence
 
 README = f"# Results\n\nBefore.\n\n{results_table.BEGIN}\nold table\n{results_table.END}\n\nAfter.\n"

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from fmnist_jax import config, presets, run, run_files
+from fmnist_jax import config, presets
 from fmnist_jax.errors import RunError
-from fmnist_jax.run_files import RunPaths
+from fmnist_jax.runs import files
+from fmnist_jax.runs.files import RunPaths
+from fmnist_jax.training import run
 
 TINY = config.TrainConfig(model="mlp", epochs=2, batch=30, val_fraction=0.25, split="stratified",
                           augment=("flip",), seed=5)
@@ -50,15 +52,27 @@ def test_old_records_load_with_their_field_names():
 
 
 def test_a_run_recorded_before_a_field_existed_resumes_with_its_default():
-    record = run_files.config_record(TINY, [])
+    record = files.config_record(TINY, [])
     for name in ("ema_decay", "bias_lr_scale", "translate_pixels", "tta", "epoch_passes"):
         older = {k: v for k, v in record.items() if k != name}
-        run_files.check_resumable(older, record, "old")          # the default is what it trained with
-    changed = run_files.config_record(dataclasses.replace(TINY, ema_decay=0.9), [])
+        files.check_resumable(older, record, "old")          # the default is what it trained with
+    changed = files.config_record(dataclasses.replace(TINY, ema_decay=0.9), [])
     with pytest.raises(RunError, match="different ema_decay"):
-        run_files.check_resumable({k: v for k, v in record.items() if k != "ema_decay"}, changed, "old")
+        files.check_resumable({k: v for k, v in record.items() if k != "ema_decay"}, changed, "old")
     # The test-time augmentation only changes the final report: a resumed run may change it.
-    run_files.check_resumable(record, run_files.config_record(dataclasses.replace(TINY, tta="flip_shift"), []), "old")
+    files.check_resumable(record, files.config_record(dataclasses.replace(TINY, tta="flip_shift"), []), "old")
+
+
+def test_a_run_under_a_former_model_name_resumes_as_its_family_with_arguments():
+    new = dataclasses.replace(TINY, model="speedrun", model_args={"widths": (32, 64, 128)})
+    older = files.config_record(TINY, []) | {"model": "speedrun_small"}
+    del older["model_args"]                    # config.json written before model_args existed
+    assert config.from_record(older) == dataclasses.replace(TINY, model="speedrun_small") == new
+    files.check_resumable(older, files.config_record(new, []), "old")
+    with pytest.raises(RunError, match="different model_args"):
+        files.check_resumable(older, files.config_record(dataclasses.replace(new, model_args={}), []), "old")
+    # JSON lists come back as the tuples the model was built with, and the record is JSON.
+    assert config.from_record(json.loads(json.dumps(config.as_record(new)))) == new
 
 
 def test_the_library_reads_no_flags_and_keeps_no_hidden_state():

@@ -13,9 +13,11 @@ import time
 import pytest
 
 from experiments import cli, cnn
-from fmnist_jax import checkpoint, config, run
+from fmnist_jax import config
 from fmnist_jax.errors import RunInterrupted
-from fmnist_jax.run_files import RunPaths
+from fmnist_jax.runs import checkpoint
+from fmnist_jax.runs.files import RunPaths
+from fmnist_jax.training import run
 from tests.conftest import assert_exits_with_sentence
 
 # 90 training images in batches of 3: 30 steps per epoch in 3 jitted calls of 10, so there are

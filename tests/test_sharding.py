@@ -15,7 +15,7 @@ from pathlib import Path
 
 import jax
 
-from fmnist_jax import sharding
+from fmnist_jax.training import sharding
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,13 @@ import pytest
 from jax import export as jax_export
 from jax import lax
 
-from fmnist_jax import export, models, presets, restore, run, train, trainer
+from fmnist_jax import models, presets
 from fmnist_jax.models import speedrun
 from fmnist_jax.models.layers import preprocess
-from fmnist_jax.run_files import RunPaths
+from fmnist_jax.runs import restore
+from fmnist_jax.runs.files import RunPaths
+from fmnist_jax.serving import export
+from fmnist_jax.training import run, train, trainer
 from tests.conftest import make_dataset
 
 
@@ -60,7 +63,7 @@ def test_the_stride_2_stem_is_the_stride_1_whitening_at_every_other_position():
     assert dense.shape == (8, 28, 28, 16) and strided.shape == (8, 14, 14, 16)
     np.testing.assert_allclose(strided, dense[:, ::2, ::2], rtol=1e-5, atol=1e-5)
     # The whole net: 14 -> 7 -> 3 -> 1 after the stem, 64/128/256 channels.
-    model = models.create("speedrun_s2")
+    model = models.create("speedrun", stem_stride=2, whiten_patch=4)
     variables = model.init(jax.random.key(0), jnp.zeros((2, 28, 28), jnp.uint8), train=False)
     _, seen = model.apply(variables, jnp.zeros((2, 28, 28), jnp.uint8), train=False, mutable=["intermediates"])
     shapes = {k: v[0].shape for k, v in seen["intermediates"].items()}
@@ -81,11 +84,11 @@ def _has(tree, name):
 
 def test_trainer_initialises_the_whitening_from_the_training_split_and_training_never_moves_it():
     # Strong L2 decay through the gradient and a large bias learning rate: neither may reach it.
-    cfg = train.TrainConfig(model="speedrun_small", epochs=1, batch=32, optimizer="sgd", lr=0.05,
+    cfg = train.TrainConfig(model="speedrun", model_args={"widths": (32, 64, 128)}, epochs=1, batch=32, optimizer="sgd", lr=0.05,
                             weight_decay=0.5, bias_lr_scale=8.0, ema_decay=0.9, augment=("alt_flip", "translate"))
     t, train_images = _trainer(cfg)
     state = t.init()
-    model = models.create("speedrun_small")
+    model = models.create("speedrun", widths=(32, 64, 128))
     want, _ = speedrun.whitening_weights(preprocess(train_images), model.whiten_patch, model.whiten_eps)
     kernel, bias = speedrun.whitening_of(jax.tree.map(lambda v: np.asarray(v[0], np.float64),
                                                       {"batch_stats": state.train.batch_stats}))
@@ -110,14 +113,14 @@ def test_trainer_initialises_the_whitening_from_the_training_split_and_training_
 
 
 def test_batch_norm_scale_is_a_model_option_and_the_ablations_build():
-    def params(name):
-        return jax.eval_shape(lambda: models.create(name).init(jax.random.key(0), jnp.zeros((1, 28, 28)),
+    def params(name, **args):
+        return jax.eval_shape(lambda: models.create(name, **args).init(jax.random.key(0), jnp.zeros((1, 28, 28)),
                                                                train=False))
     assert not _has(params("speedrun")["params"], "scale")
-    assert _has(params("speedrun_bn_scale")["params"], "scale")
-    assert "whiten" not in params("speedrun_no_whiten").get("batch_stats", {})
+    assert _has(params("speedrun", bn_scale=True)["params"], "scale")
+    assert "whiten" not in params("speedrun", whiten=False).get("batch_stats", {})
     # Without a whitening layer the hook changes nothing.
-    model = models.create("speedrun_no_whiten")
+    model = models.create("speedrun", whiten=False)
     variables = {"params": {}, "batch_stats": {}}
     assert model.init_from_data(variables, jnp.zeros((2, 28, 28), jnp.uint8)) is variables
 
@@ -146,7 +149,7 @@ def test_speedrun_presets_run_one_step_end_to_end(name, synthetic_dir, tmp_path)
 
 def test_the_activation_is_an_option_with_the_same_parameters():
     images = make_dataset(n_test=4).x_test
-    gelu, relu = models.create("speedrun_small"), models.create("speedrun_small_relu")
+    gelu, relu = models.create("speedrun", widths=(32, 64, 128)), models.create("speedrun", widths=(32, 64, 128), activation="relu")
     variables = gelu.init(jax.random.key(0), images, train=False)
     assert jax.tree.structure(variables) == jax.tree.structure(relu.init(jax.random.key(0), images, train=False))
 
@@ -161,4 +164,4 @@ def test_the_activation_is_an_option_with_the_same_parameters():
     np.testing.assert_array_equal(r[..., :half] + r[..., half:], np.abs(r[..., :half] - r[..., half:]))
     assert r.min() == 0.0 and g.min() < 0.0
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
-        models.create("speedrun_small").clone(activation="swish").init(jax.random.key(0), images, train=False)
+        models.create("speedrun", widths=(32, 64, 128)).clone(activation="swish").init(jax.random.key(0), images, train=False)

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from fmnist_jax import train, trainer
 from fmnist_jax.errors import ConfigError
+from fmnist_jax.training import train, trainer
 from tests.conftest import make_dataset
 
 TINY = train.TrainConfig(model="seed003", epochs=2, batch=32, augment=("flip", "erase"), seed=3)

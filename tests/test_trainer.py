@@ -7,8 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from fmnist_jax import ensemble, train, trainer
+from fmnist_jax.evaluation import ensemble
 from fmnist_jax.models import layers
+from fmnist_jax.training import train, trainer
 from tests.conftest import make_dataset
 
 # SGD keeps the difference between a vmapped member and the same member alone near float

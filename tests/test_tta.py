@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from experiments import cli, evaluate
-from fmnist_jax import ensemble, evaluation, models, trainer, tta
+from fmnist_jax import models
+from fmnist_jax.evaluation import ensemble, run_report, tta
 from fmnist_jax.models.layers import preprocess
+from fmnist_jax.training import trainer
 from tests.conftest import make_dataset
 
 
@@ -65,9 +67,9 @@ def test_evaluate_reports_the_chosen_views(mlp_ensemble):
     flags, _, results = mlp_ensemble
     metrics = cli.invoke(evaluate, ["--run=mlp2", "--tta_views=flip_shift", *flags])
     assert metrics["tta"] == "flip_shift" and (results / "eval_best_tta_flip_shift" / "metrics.json").exists()
-    assert "with flip_shift TTA" in evaluation.describe(metrics)
+    assert "with flip_shift TTA" in run_report.describe(metrics)
     # --tta keeps its meaning (flip) and its folder; a bool still reads as before.
     flipped = cli.invoke(evaluate, ["--run=mlp2", "--tta", *flags])
     assert flipped["tta"] == "flip" and (results / "eval_best_tta" / "metrics.json").exists()
-    assert evaluation.tta_views(True) == "flip" and evaluation.tta_views(False) == "none"
-    assert "TTA" not in evaluation.describe(cli.invoke(evaluate, ["--run=mlp2", *flags])).splitlines()[0]
+    assert run_report.tta_views(True) == "flip" and run_report.tta_views(False) == "none"
+    assert "TTA" not in run_report.describe(cli.invoke(evaluate, ["--run=mlp2", *flags])).splitlines()[0]

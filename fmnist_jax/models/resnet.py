@@ -77,9 +77,11 @@ class ResNet(nn.Module):
         return Dense(self.num_classes)(record(self, "features", x.mean(axis=(1, 2))))   # global average pool
 
 
-def wide_resnet(depth: int = 16, width: int = 4, dropout: float = 0.0, **kw) -> ResNet:
+def wide_resnet(depth: int = 16, width: int = 4, dropout: float = 0.0, num_classes: int = 10,
+                conv_impl: str = "auto") -> ResNet:
     """WRN-depth-width (Zagoruyko & Komodakis 2016): (depth - 4) / 6 blocks per stage."""
     if (depth - 4) % 6:
         raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}.")
     n = (depth - 4) // 6
-    return ResNet((n, n, n), (16 * width, 32 * width, 64 * width), preact=True, dropout=dropout, **kw)
+    return ResNet((n, n, n), (16 * width, 32 * width, 64 * width), preact=True, dropout=dropout,
+                  num_classes=num_classes, conv_impl=conv_impl)

@@ -14,13 +14,10 @@
   holds every variable the optimizer does not train, so neither gradients nor weight decay move
   it, and checkpoints, restore, export and analysis carry it like batch-norm statistics.
   Its outputs are concatenated with their negatives so that the activation after it drops nothing.
-* The activation (act) is GELU, as airbench, or ReLU (`activation="relu"`): on this backend's
-  CPU, GELU's tanh costs about 13% of a `speedrun_small` training step (1014 against 884 img/s
-  with ReLU, batch 256, 2 cores).
-* `stem_stride=2` (zoo `speedrun_s2`) applies the whitening at every other position (4x4
-  patches, stride 2: a patch embedding), so the blocks run at 14 -> 7 -> 3 -> 1: a quarter of the
-  pixels, which pays for twice the channels of `speedrun_small` at fewer multiply-adds (9.9M
-  against 11.3M an image) and larger, more efficient matmuls.
+* The activation (act) is GELU, as airbench, or ReLU (`activation="relu"`, cheaper on a CPU).
+* `stem_stride=2` (with `whiten_patch=4`) applies the whitening at every other position (a patch
+  embedding), so the blocks run at 14 -> 7 -> 3 -> 1: a quarter of the pixels, which pays for
+  wider blocks at fewer multiply-adds.
 * Pooling comes right after each block's first convolution, before batch norm, so the rest of
   the block runs at the lower resolution (airbench's ConvGroup).
 * Batch norm has no scale by default (`bn_scale=False`: the following convolution can absorb

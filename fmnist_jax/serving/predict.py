@@ -21,9 +21,9 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from fmnist_jax import data
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import UserError
-from fmnist_jax.restore import RestoredRun
+from fmnist_jax.runs.restore import RestoredRun
 
 PNG_MAGIC, JPEG_MAGIC, NPY_MAGIC, GZIP_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"\x93NUMPY", b"\x1f\x8b"
 SIZE = 28
@@ -145,11 +145,11 @@ def read_file(path: str | os.PathLike) -> list[Item]:
             payload = gzip.decompress(raw) if raw.startswith(GZIP_MAGIC) else raw
             if payload[:2] != b"\x00\x00" or len(payload) < 4:
                 raise FileError(f"{name}: not a PNG, JPEG, .npy or IDX file.")
-            images = _array_images(data.parse_idx(payload, name), "an IDX array")
+            images = _array_images(datasets.parse_idx(payload, name), "an IDX array")
             kind = "IDX array"
     except FileError:
         raise
-    except data.DataError as e:
+    except datasets.DataError as e:
         raise FileError(f"{name}: not a readable IDX file ({str(e).removeprefix(name + ': ').rstrip('.')}).") from None
     except (ValueError, OSError, EOFError, zlib.error, SyntaxError) as e:
         raise FileError(f"{name}: cannot be classified: {str(e).rstrip('.') or type(e).__name__}.") from None

@@ -17,11 +17,22 @@ from typing import Callable, Sequence
 
 import jax
 
-from fmnist_jax import checkpoint, config, data, run_lock, sharding, summary, train, trainer
+from fmnist_jax import config
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import RunInterrupted
+from fmnist_jax.evaluation import summary
 from fmnist_jax.models import layers
-from fmnist_jax.run_files import (RunPaths, check_resumable, config_record, read_history, read_record,
-                                  write_json, write_text)
+from fmnist_jax.runs import checkpoint, lock
+from fmnist_jax.runs.files import (
+    RunPaths,
+    check_resumable,
+    config_record,
+    read_history,
+    read_record,
+    write_json,
+    write_text,
+)
+from fmnist_jax.training import sharding, train, trainer
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +46,7 @@ class TrainedRun:
     trainer: trainer.Trainer
     state: trainer.RunState
     history: list[dict]
-    dataset: data.Dataset
+    dataset: datasets.Dataset
     n_params: int
     started_at_epoch: int = 0       # epochs already done when this process took the run up
 
@@ -49,7 +60,7 @@ def default_members(cfg: train.TrainConfig) -> list[trainer.Member]:
     return trainer.seed_members(cfg.seed, cfg.seeds)
 
 
-def build_trainer(cfg: train.TrainConfig, members: Sequence[trainer.Member], ds: data.Dataset
+def build_trainer(cfg: train.TrainConfig, members: Sequence[trainer.Member], ds: datasets.Dataset
                   ) -> trainer.Trainer:
     """The run's Trainer: the (limited) training pool, each member's split, the member axis on the devices."""
     x, y = ds.x_train, ds.y_train
@@ -75,13 +86,13 @@ def saved_config(paths: RunPaths, **execution) -> tuple[train.TrainConfig, list[
     return cfg, [trainer.Member.from_dict(m) for m in record.get("members", [{"seed": cfg.seed}])]
 
 
-def load_trainer(paths: RunPaths, *, data_dir=None, **execution) -> tuple[trainer.Trainer, data.Dataset]:
+def load_trainer(paths: RunPaths, *, data_dir=None, **execution) -> tuple[trainer.Trainer, datasets.Dataset]:
     """The Trainer of an existing run, from its config.json, and its dataset.
 
     `execution` may override the fields that do not change results (see `saved_config`).
     """
     cfg, members = saved_config(paths, **execution)
-    ds = data.load(cfg.dataset, data_dir)
+    ds = datasets.load(cfg.dataset, data_dir)
     return build_trainer(cfg, members, ds), ds
 
 
@@ -99,10 +110,10 @@ def train_run(cfg: train.TrainConfig, paths: RunPaths, members: Sequence[trainer
     """
     cfg.validate()
     members = list(members) if members is not None else default_members(cfg)
-    ds = data.load(cfg.dataset, data_dir)
+    ds = datasets.load(cfg.dataset, data_dir)
     t = build_trainer(cfg, members, ds)     # checks what only the data can tell, before anything is written
     record = config_record(cfg, members)
-    with run_lock.hold(paths.checkpoints, paths.name):
+    with lock.hold(paths.checkpoints, paths.name):
         if not overwrite and (paths.results / "config.json").exists() and paths.checkpoints.exists():
             check_resumable(read_record(paths), record, paths.name)
         out = paths.make_results()
@@ -186,6 +197,6 @@ def train_and_evaluate(cfg: train.TrainConfig, paths: RunPaths,
     """Trains (or resumes) a run, then scores it on the test set; returns (and writes) its summary.
     The run stays locked to this process until its summary is written. `invocation` (e.g. the
     command and preset that started it) is recorded in the summary as it is."""
-    with run_lock.hold(paths.checkpoints, paths.name):
+    with lock.hold(paths.checkpoints, paths.name):
         return summary.summarize(train_run(cfg, paths, members, data_dir=data_dir, overwrite=overwrite,
                                            progress=progress, stop=stop), invocation)

@@ -12,13 +12,15 @@ import logging
 
 import numpy as np
 
-from fmnist_jax import data, ensemble, report, restore
-from fmnist_jax import tta as tta_lib
 from fmnist_jax.config import TrainConfig
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import ConfigError
+from fmnist_jax.evaluation import ensemble, report
+from fmnist_jax.evaluation import tta as tta_lib
 from fmnist_jax.models import layers
-from fmnist_jax.run import load_trainer
-from fmnist_jax.run_files import RunPaths, write_json
+from fmnist_jax.runs import restore
+from fmnist_jax.runs.files import RunPaths, write_json
+from fmnist_jax.training.run import load_trainer
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool | str = False, 
     scores = ensemble.score(probs, y_test)
     chosen = probs.mean(0) if member is None else probs[member]
     y_pred = chosen.argmax(-1)
-    names = data.CLASS_NAMES[t.cfg.dataset]
+    names = datasets.CLASS_NAMES[t.cfg.dataset]
     rep = report.classification_report(y_test, y_pred, names)
     cm = report.confusion_matrix(y_test, y_pred)
     out = paths.results / eval_folder_name(which, member, tta)

@@ -24,10 +24,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fmnist_jax import data, sharding, train, tta
 from fmnist_jax.config import MEMBER_EXECUTIONS
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import ConfigError
+from fmnist_jax.evaluation import tta
 from fmnist_jax.models.layers import preprocess
+from fmnist_jax.training import sharding, train
 
 # How many training images a data-dependent initialisation sees per member. 2,000 images give the
 # whitening layer 1.35 million 3x3 patches for a 9x9 covariance, and keep the patches (float32,
@@ -76,7 +78,7 @@ def member_splits(labels: np.ndarray, cfg: train.TrainConfig, seeds: Sequence[in
     the seed, so the indices stack. (TrainConfig.validate refuses an ordered split per seed.)
     """
     def one(seed):
-        return data.train_val_split(labels, cfg.val_fraction, seed, shuffle=cfg.split != "ordered",
+        return datasets.train_val_split(labels, cfg.val_fraction, seed, shuffle=cfg.split != "ordered",
                                     stratify=cfg.split == "stratified")
     splits = [one(s) for s in seeds] if cfg.split_per_seed else [one(cfg.seed)] * len(seeds)
     return np.stack([t for t, _ in splits]), np.stack([v for _, v in splits])

@@ -15,11 +15,13 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from fmnist_jax import checkpoint, data, sharding, train, trainer
 from fmnist_jax.config import TrainConfig
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import ConfigError, RunError
-from fmnist_jax.run import saved_config
-from fmnist_jax.run_files import RunPaths
+from fmnist_jax.runs import checkpoint
+from fmnist_jax.runs.files import RunPaths
+from fmnist_jax.training import sharding, train, trainer
+from fmnist_jax.training.run import saved_config
 
 WHICH = ("best", "latest")
 
@@ -41,7 +43,7 @@ class RestoredRun:
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return data.CLASS_NAMES[self.cfg.dataset]
+        return datasets.CLASS_NAMES[self.cfg.dataset]
 
     @property
     def model(self) -> nn.Module:

@@ -17,10 +17,13 @@ from typing import Mapping, Sequence
 import jax
 import numpy as np
 
-from fmnist_jax import config, report, run_lock, summary, train, trainer
+from fmnist_jax import config
 from fmnist_jax.errors import ConfigError
-from fmnist_jax.run import TrainedRun, train_run
-from fmnist_jax.run_files import RunPaths, environment, write_json, write_text
+from fmnist_jax.evaluation import report, summary
+from fmnist_jax.runs import lock
+from fmnist_jax.runs.files import RunPaths, environment, write_json, write_text
+from fmnist_jax.training import train, trainer
+from fmnist_jax.training.run import TrainedRun, train_run
 
 log = logging.getLogger(__name__)
 
@@ -88,24 +91,28 @@ def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = 
     check_lists({"model": models, "batch": batches, **lists})
     grid = grid_points(lists)
     varied = [name for name, values in lists.items() if len(values) > 1]
-    plans = [dataclasses.replace(base, model=m, batch=b, **grid[0]) for m, b in itertools.product(models, batches)]
-    for cfg in plans:
+    # A model other than base's starts from its own defaults (base's model_args are for base's
+    # model); a former name (models.FORMER_NAMES) brings the arguments it stood for.
+    plans = [(m, dataclasses.replace(base, model=m, model_args=base.model_args if m == base.model else {},
+                                     batch=b, **grid[0]))
+             for m, b in itertools.product(models, batches)]
+    for _, cfg in plans:
         cfg.validate()
     for point in grid:
         train.HParams.create(base, **point)
-    with run_lock.hold(paths.checkpoints, paths.name):
+    with lock.hold(paths.checkpoints, paths.name):
         return _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop)
 
 
 def _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop) -> dict:
     groups = []
-    for cfg in plans:
+    for model, cfg in plans:
         members = grid_members(grid, cfg.seed, cfg.seeds)
         log.info("sweep %s: %s batch %d, %d configurations x %d seeds = %d members in one program",
-                 paths.name, cfg.model, cfg.batch, len(grid), cfg.seeds, len(members))
-        run = train_run(cfg, paths.child(f"{cfg.model}_b{cfg.batch}"), members, data_dir=data_dir,
+                 paths.name, model, cfg.batch, len(grid), cfg.seeds, len(members))
+        run = train_run(cfg, paths.child(f"{model}_b{cfg.batch}"), members, data_dir=data_dir,
                         overwrite=overwrite, stop=stop)
-        groups.append((cfg.model, cfg.batch, grid, run))
+        groups.append((model, cfg.batch, grid, run))
     rows = rank(groups, base.seeds, varied)
     best = rows[0]
     run = next(g[3] for g in groups if g[3].name == best["run"])

@@ -12,9 +12,12 @@ import logging
 
 import numpy as np
 
-from fmnist_jax import ensemble, host_memory, report, sharding, train, trainer, tta
+from fmnist_jax import config
+from fmnist_jax.evaluation import ensemble, report, tta
 from fmnist_jax.models import layers
-from fmnist_jax.run_files import PROBABILITIES_FILE, environment, process_seconds, write_json, write_npz
+from fmnist_jax.runs import host_memory
+from fmnist_jax.runs.files import PROBABILITIES_FILE, environment, process_seconds, write_json, write_npz
+from fmnist_jax.training import sharding, train, trainer
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ def summarize(run, invocation: dict | None = None) -> dict:
     result = {
         "run": run.name,
         "model": t.cfg.model,
+        "model_args": config.as_record(t.cfg)["model_args"],
         "dataset": t.cfg.dataset,
         "parameters": run.n_params,
         "members": [m.as_dict() for m in t.members],

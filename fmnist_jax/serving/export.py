@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
-from fmnist_jax import restore
 from fmnist_jax.errors import RunError
-from fmnist_jax.run_files import RunPaths, write_json
+from fmnist_jax.runs import restore
+from fmnist_jax.runs.files import RunPaths, write_json
 
 LOADER = Path(__file__).with_name("export_loader.py")
 PLATFORMS = ("cpu", "cuda", "tpu")    # lowered for each; the caller's backend picks its own

@@ -26,13 +26,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fmnist_jax import augment as augment_lib
-from fmnist_jax import models, optim
-from fmnist_jax.config import (HPARAM_NAMES, MEMBER_EXECUTIONS, OPTIMIZERS, SCHEDULES, SPLITS,  # noqa: F401
-                               TrainConfig, check_hparams)
+from fmnist_jax import models
+from fmnist_jax.config import (  # noqa: F401
+    HPARAM_NAMES,
+    MEMBER_EXECUTIONS,
+    OPTIMIZERS,
+    SCHEDULES,
+    SPLITS,
+    TrainConfig,
+    check_hparams,
+)
+from fmnist_jax.data import augment as augment_lib
 from fmnist_jax.errors import ConfigError, UserError
 from fmnist_jax.models import layers
 from fmnist_jax.models.layers import preprocess
+from fmnist_jax.training import optim
 
 log = logging.getLogger(__name__)
 
@@ -138,8 +146,8 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, hparams: HParams | No
 
 
 def build_model(cfg: TrainConfig) -> nn.Module:
-    """The config's zoo model, with its convolution implementation resolved for this backend."""
-    return models.create(cfg.model, conv_impl=layers.resolve_conv_impl(cfg.conv_impl))
+    """The config's zoo model with its arguments, its convolution implementation resolved for this backend."""
+    return models.create(cfg.model, **cfg.model_args, conv_impl=layers.resolve_conv_impl(cfg.conv_impl))
 
 
 def build_augment(cfg: TrainConfig, erase_p=None):

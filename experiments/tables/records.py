@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from fmnist_jax import ensemble
 from fmnist_jax.errors import RunError
-from fmnist_jax.run_files import PROBABILITIES_FILE, RunPaths, check_run_name, write_json
+from fmnist_jax.evaluation import ensemble
+from fmnist_jax.runs.files import PROBABILITIES_FILE, RunPaths, check_run_name, write_json
 
 RECORDS_DIR = Path("records")
 # Files experiments.results writes next to the records (they are not records).

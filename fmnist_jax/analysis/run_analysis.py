@@ -5,7 +5,7 @@
 writes results/<run>/analysis_<which>[_member<i>]/: t-SNE of the test set's penultimate features
 and of its raw pixels, the feature maps of every convolution and pooling layer for a few test
 images with the first layer's filters, calibration (reliability diagram, ECE, confidence of right
-and wrong predictions) and per-class accuracy, as PNG plus analysis.json, calibration.json,
+and wrong predictions) and per-class accuracy, as PNG plus introspection.json, calibration.json,
 tsne.npz and feature_maps.npz. For a run of several members the predictions analysed are the
 soft vote unless `member` picks one; features and feature maps are of one network (`member`,
 default 0).
@@ -17,11 +17,12 @@ import logging
 
 import numpy as np
 
-from fmnist_jax import analysis, ensemble, restore
-from fmnist_jax import analysis_plots as plots
+from fmnist_jax.analysis import introspection, plots
 from fmnist_jax.errors import ConfigError
-from fmnist_jax.run import load_trainer
-from fmnist_jax.run_files import RunPaths, write_json, write_npz
+from fmnist_jax.evaluation import ensemble
+from fmnist_jax.runs import restore
+from fmnist_jax.runs.files import RunPaths, write_json, write_npz
+from fmnist_jax.training.run import load_trainer
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def _layer_file(i: int, name: str) -> str:
 
 def analyze_run(paths: RunPaths, which: str = "best", member: int | None = None, *, data_dir=None,
                 tsne_points: int = 2000, feature_images: int = 4, tsne_iter: int = 1000, seed: int = 0) -> dict:
-    """Analyses one checkpoint of a run on the test set, writes the files, returns analysis.json.
+    """Analyses one checkpoint of a run on the test set, writes the files, returns introspection.json.
 
     tsne_points: test images embedded (0: all 10,000), a seeded sample; feature_images: test
     images whose feature maps are drawn (one per class first); tsne_iter: t-SNE iterations.
@@ -67,18 +68,18 @@ def analyze_run(paths: RunPaths, which: str = "best", member: int | None = None,
     net = 0 if member is None else member
     net_label = "model" if n_members == 1 else f"member {net}"
     label = f"{paths.name} ({which}, {subject})"
-    cal = analysis.calibration(chosen, y_test)
-    per_class = analysis.per_class_accuracy(y_test, y_pred, len(names))
+    cal = introspection.calibration(chosen, y_test)
+    per_class = introspection.per_class_accuracy(y_test, y_pred, len(names))
 
     model, variables = t.model, restored.member_variables(net)
-    idx = analysis.sample_indices(len(x_test), tsne_points, seed)
+    idx = introspection.sample_indices(len(x_test), tsne_points, seed)
     log.info("t-SNE of %d test images: penultimate features and raw pixels", len(idx))
-    features = analysis.penultimate_features(model, variables, x_test[idx], batch=t.cfg.eval_batch)
-    features_xy = analysis.tsne(features, seed=seed, max_iter=tsne_iter)
-    pixels_xy = analysis.tsne(x_test[idx].reshape(len(idx), -1) / 255.0, seed=seed, max_iter=tsne_iter)
+    features = introspection.penultimate_features(model, variables, x_test[idx], batch=t.cfg.eval_batch)
+    features_xy = introspection.tsne(features, seed=seed, max_iter=tsne_iter)
+    pixels_xy = introspection.tsne(x_test[idx].reshape(len(idx), -1) / 255.0, seed=seed, max_iter=tsne_iter)
     picked = pick_feature_images(y_test, min(feature_images, len(x_test)))
-    maps = analysis.feature_maps(model, variables, x_test[picked])
-    filters = analysis.first_layer_filters(variables)
+    maps = introspection.feature_maps(model, variables, x_test[picked])
+    filters = introspection.first_layer_filters(variables)
 
     out = paths.results / (f"analysis_{which}" + ("" if member is None else f"_member{member}"))
     (out / "feature_maps").mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,7 @@ def analyze_run(paths: RunPaths, which: str = "best", member: int | None = None,
         "first_layer_filters": None if filters is None else list(filters.shape),
         "folder": str(out),
     }
-    write_json(out / "analysis.json", summary)
+    write_json(out / "introspection.json", summary)
     return summary
 
 

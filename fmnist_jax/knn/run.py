@@ -13,10 +13,11 @@ import dataclasses
 import logging
 import time
 
-from fmnist_jax import data, knn
 from fmnist_jax.config import as_record
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import ConfigError
-from fmnist_jax.run_files import RunPaths, environment, write_json
+from fmnist_jax.knn import exact
+from fmnist_jax.runs.files import RunPaths, environment, write_json
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,10 @@ def _field(default, help: str, choices: tuple | None = None):
 class KnnConfig:
     """Everything that defines a k-NN experiment (recorded in its config.json)."""
     k: tuple[int, ...] = _field((5,), "Neighbours: one integer, or a comma list for a sweep (e.g. 1,3,5,9,50).")
-    metric: str = _field("l2", "Distance: l1 (Manhattan) or l2 (Euclidean).", knn.METRICS)
-    weights: str = _field("uniform", "Vote weights, as scikit-learn's.", knn.WEIGHTS)
-    dataset: str = _field("fashion_mnist", "Dataset.", data.DATASETS)
-    source: str = _field("auto", "Where the data comes from (auto: IDX files, else TFDS).", data.SOURCES)
+    metric: str = _field("l2", "Distance: l1 (Manhattan) or l2 (Euclidean).", exact.METRICS)
+    weights: str = _field("uniform", "Vote weights, as scikit-learn's.", exact.WEIGHTS)
+    dataset: str = _field("fashion_mnist", "Dataset.", datasets.DATASETS)
+    source: str = _field("auto", "Where the data comes from (auto: IDX files, else TFDS).", datasets.SOURCES)
     train_limit: int = _field(0, "Use only the first N training images (0: all).")
     test_limit: int = _field(0, "Use only the first N test (or validation) images (0: all).")
     val_fraction: float = _field(0.0, "Share of the training images held out to score on instead of "
@@ -59,13 +60,13 @@ class KnnConfig:
             raise ConfigError("memory_mb", f"must be positive, got {self.memory_mb}.")
 
 
-def split_data(cfg: KnnConfig, ds: data.Dataset):
+def split_data(cfg: KnnConfig, ds: datasets.Dataset):
     """(x_train, y_train, x_eval, y_eval, eval_name) as the config asks."""
     x_train, y_train = ds.x_train, ds.y_train
     if cfg.train_limit:
         x_train, y_train = x_train[:cfg.train_limit], y_train[:cfg.train_limit]
     if cfg.val_fraction > 0:
-        tr, va = data.train_val_split(y_train, cfg.val_fraction, cfg.seed)
+        tr, va = datasets.train_val_split(y_train, cfg.val_fraction, cfg.seed)
         x_train, y_train, x_eval, y_eval, name = x_train[tr], y_train[tr], x_train[va], y_train[va], "validation"
     else:
         x_eval, y_eval, name = ds.x_test, ds.y_test, "test"
@@ -77,7 +78,7 @@ def split_data(cfg: KnnConfig, ds: data.Dataset):
 def run_knn(cfg: KnnConfig, paths: RunPaths, *, data_dir=None) -> dict:
     """Runs the k-NN experiment, writes config.json and summary.json, returns the summary."""
     cfg.validate()
-    ds = data.load(cfg.dataset, data_dir, cfg.source)
+    ds = datasets.load(cfg.dataset, data_dir, cfg.source)
     x_train, y_train, x_eval, y_eval, eval_name = split_data(cfg, ds)
     if max(cfg.k) > len(x_train):
         raise ConfigError("k", f"={max(cfg.k)} is larger than the training set ({len(x_train)} images).")
@@ -92,7 +93,7 @@ def run_knn(cfg: KnnConfig, paths: RunPaths, *, data_dir=None) -> dict:
             log.info("k-NN %s: %d/%d queries (%.0f%%)", cfg.metric, done, total, 100 * done / total)
 
     start = time.perf_counter()
-    accuracy = knn.sweep(x_train, y_train, x_eval, y_eval, list(cfg.k), cfg.metric, cfg.weights,
+    accuracy = exact.sweep(x_train, y_train, x_eval, y_eval, list(cfg.k), cfg.metric, cfg.weights,
                          memory_budget=cfg.memory_mb << 20, progress=progress)
     seconds = time.perf_counter() - start
     summary = {

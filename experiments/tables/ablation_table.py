@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from fmnist_jax import results_table
+from experiments.tables import results_table
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.errors import RunError
 

@@ -178,7 +178,7 @@ def plot(rows: Sequence[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fmnist_jax.report import save_figure
+    from fmnist_jax.evaluation.report import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:

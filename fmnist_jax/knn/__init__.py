@@ -1,0 +1,1 @@
+"""Exact k-nearest neighbours in JAX (`exact`) and the k-NN experiment (`run`)."""
