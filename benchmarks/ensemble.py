@@ -2,9 +2,9 @@
 
   python -m benchmarks.ensemble --members=5 --nets=seed003,seed002 --conv_impls=hybrid,matmul
 
-Both sides are the real training path (`trainer.Trainer.train_epoch`) on the same data: one
-Trainer of N members (one program vmapped over the member axis) against N Trainers of one
-member run one after another. Prints training images/s (counting every member's images) and
+Both sides are the real training path (`training.loop.train_epoch`) on the same data: one run
+of N members (one program over the member axis) against N runs of one member, one after
+another. Prints training images/s (counting every member's images) and
 the ratio to sequential (> 1: one program wins), for both ways of running the member axis
 inside the program: vmap (batched) and lax.map (one member after another; "auto" on CPU).
 """
@@ -18,8 +18,10 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import median_seconds
+from fmnist_jax.config import TrainConfig
 from fmnist_jax.runs import host_memory
-from fmnist_jax.training import train, trainer
+from fmnist_jax.training import loop
+from fmnist_jax.training import members as members_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("members", 5, "Ensemble members.")
@@ -30,6 +32,11 @@ flags.DEFINE_integer("steps", 4, "Training steps per timing.")
 flags.DEFINE_integer("repeats", 3, "Timings (median reported).")
 
 
+def _placed(cfg, x, y, train_idx, val_idx, members):
+    setup = loop.RunSetup.place(cfg, x, y, train_idx, val_idx, members)
+    return setup, setup.programs()
+
+
 def measure(net: str, impl: str) -> tuple[float, float, float]:
     """(sequential, vmapped, lax.map'ed) training images/s over all members."""
     rng = np.random.default_rng(0)
@@ -37,23 +44,22 @@ def measure(net: str, impl: str) -> tuple[float, float, float]:
     x = rng.integers(0, 256, (n + 100, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, n + 100).astype(np.int32)
     train_idx, val_idx = np.arange(n), np.arange(n, n + 100)
-    cfg = train.TrainConfig(model=net, batch=FLAGS.batch, augment=("flip", "erase"), conv_impl=impl)
-    members = trainer.seed_members(0, FLAGS.members)
-    alone = [trainer.Trainer(cfg, x, y, train_idx, val_idx, [m]) for m in members]
-    states = [t.init() for t in alone]
+    cfg = TrainConfig(model=net, batch=FLAGS.batch, augment=("flip", "erase"), conv_impl=impl)
+    members = members_lib.seed_members(0, FLAGS.members)
+    alone = [_placed(cfg, x, y, train_idx, val_idx, [m]) for m in members]
+    states = [loop.init(*run) for run in alone]
 
     def sequential():
-        for i, t in enumerate(alone):
-            states[i], _, _ = t.train_epoch(states[i], 0)
+        for i, run in enumerate(alone):
+            states[i], _, _ = loop.train_epoch(*run, states[i], 0)
         jax.block_until_ready(states)
 
     def one_program(execution):
-        together = trainer.Trainer(dataclasses.replace(cfg, member_execution=execution), x, y,
-                                   train_idx, val_idx, members)
-        stacked = [together.init()]
+        together = _placed(dataclasses.replace(cfg, member_execution=execution), x, y, train_idx, val_idx, members)
+        stacked = [loop.init(*together)]
 
         def run():
-            stacked[0], _, _ = together.train_epoch(stacked[0], 0)
+            stacked[0], _, _ = loop.train_epoch(*together, stacked[0], 0)
             jax.block_until_ready(stacked[0])
         return run
 

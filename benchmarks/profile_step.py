@@ -27,9 +27,10 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from benchmarks.timing import median_seconds  # noqa: E402
+from fmnist_jax.config import TrainConfig
 from fmnist_jax.models import layers  # noqa: E402
 from fmnist_jax.runs import host_memory  # noqa: E402
-from fmnist_jax.training import train
+from fmnist_jax.training import step
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("net", "seed002", "Model to profile.")
@@ -55,17 +56,17 @@ def main(argv):
     del argv
     if FLAGS.keep_freed_memory:
         host_memory.keep_freed_memory()
-    cfg = train.TrainConfig(model=FLAGS.net, batch=FLAGS.batch, conv_impl=FLAGS.conv_impl)
-    model = train.build_model(cfg)
-    hparams = train.HParams.create(cfg)
-    state = train.init_state(model, train.make_optimizer(cfg, 100, hparams), jax.random.key(0), hparams)
-    step = jax.jit(train.make_train_step(model, cfg, 100))
+    cfg = TrainConfig(model=FLAGS.net, batch=FLAGS.batch, conv_impl=FLAGS.conv_impl)
+    model = step.build_model(cfg)
+    hparams = step.HParams.create(cfg)
+    state = step.init_state(model, step.make_optimizer(cfg, 100, hparams), jax.random.key(0), hparams)
+    train_step = jax.jit(step.make_train_step(model, cfg, 100))
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (FLAGS.batch, 28, 28), dtype=np.uint8)
     y = rng.integers(0, 10, FLAGS.batch).astype(np.int32)
     key = jax.random.key(1)
     # One compilation: the HLO names the trace reports are those of this executable.
-    compiled = step.lower(state, x, y, key).compile()
+    compiled = train_step.lower(state, x, y, key).compile()
     sources = op_sources(compiled.as_text())
     wall = median_seconds(lambda: jax.block_until_ready(compiled(state, x, y, key)), FLAGS.steps)
     with tempfile.TemporaryDirectory() as trace_dir:

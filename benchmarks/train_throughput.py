@@ -16,6 +16,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.timing import median_seconds
+from fmnist_jax.config import TrainConfig
 from fmnist_jax.runs import host_memory
 
 FLAGS = flags.FLAGS
@@ -45,20 +46,21 @@ def time_jax(net: str, impl: str, steps: int):
     """Training and evaluation images/s of the library's own training path (one member)."""
     import jax
 
-    from fmnist_jax.training import train, trainer
+    from fmnist_jax.training import loop
 
     x, y = _data(FLAGS.batch * steps)
-    cfg = train.TrainConfig(model=net, batch=FLAGS.batch, augment=(), eval_batch=FLAGS.batch, conv_impl=impl)
+    cfg = TrainConfig(model=net, batch=FLAGS.batch, augment=(), eval_batch=FLAGS.batch, conv_impl=impl)
     everything = np.arange(len(y))
-    t = trainer.Trainer(cfg, x, y, everything, everything)
-    state = [t.init()]
+    setup = loop.RunSetup.place(cfg, x, y, everything, everything)
+    programs = setup.programs()
+    state = [loop.init(setup, programs)]
 
     def train_run():
-        state[0], _, _ = t.train_epoch(state[0], 0)
+        state[0], _, _ = loop.train_epoch(setup, programs, state[0], 0)
         jax.block_until_ready(state[0])
 
     train_rate = _median_rate(train_run, len(y))
-    eval_rate = _median_rate(lambda: t.validate(state[0].best), len(y))
+    eval_rate = _median_rate(lambda: loop.validate(setup, programs, state[0].best), len(y))
     return train_rate, eval_rate
 
 

@@ -20,6 +20,7 @@ import json
 import logging
 import shlex
 import sys
+import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import app, flags
@@ -34,6 +35,10 @@ from fmnist_jax.training import sharding
 log = logging.getLogger("experiments")
 
 _NO_DEFAULT = object()
+
+# When this process imported the experiment tooling: where /proc cannot say when the process
+# started (not Linux), a run's wall clock counts from here.
+STARTED_AT = time.time()
 
 
 def _help(field: dataclasses.Field) -> str:
@@ -177,12 +182,15 @@ def define_process_flags(fv: flags.FlagValues) -> None:
                       "(coordinator found automatically on TPU pods and SLURM).", flag_values=fv)
 
 
-def setup_process(fv: flags.FlagValues) -> None:
-    """Per-process set-up of a training script: malloc, and joining a multi-host run when asked."""
-    if fv.keep_freed_memory and host_memory.keep_freed_memory():
+def setup_process(fv: flags.FlagValues) -> dict:
+    """Per-process set-up of a training script: malloc, and joining a multi-host run when asked.
+    Returns what was set up, for the run's summary (`summary.summarize`'s invocation)."""
+    kept = bool(fv.keep_freed_memory and host_memory.keep_freed_memory())
+    if kept:
         log.info("malloc keeps freed memory for reuse (--nokeep_freed_memory to turn off)")
     if fv.distributed:
         sharding.initialize_distributed()
+    return {"malloc_keeps_freed_memory": kept, "started_at": STARTED_AT}
 
 
 class ProgressBar:

@@ -22,7 +22,7 @@ from experiments import cli
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.evaluation import summary
 from fmnist_jax.runs import interruption
-from fmnist_jax.training import run
+from fmnist_jax.training import train
 
 
 def define_flags(fv) -> None:
@@ -33,7 +33,8 @@ def define_flags(fv) -> None:
 
 
 def config_from_flags(fv) -> TrainConfig:
-    """The TrainConfig the flags describe (explicit flags over the preset over the defaults), checked."""
+    """The TrainConfig the flags describe (explicit flags over the preset over the defaults), checked
+    before anything else happens (the library checks it again at its door)."""
     values = cli.config_values(fv, TrainConfig, base=cli.preset(fv))
     if fv["model"].present and not fv["model_args"].present:
         values["model_args"] = {}      # the preset's model_args are for the preset's model
@@ -44,13 +45,12 @@ def config_from_flags(fv) -> TrainConfig:
 
 def main(fv, args) -> dict:
     cfg = config_from_flags(fv)
-    cli.setup_process(fv)
+    process = cli.setup_process(fv)
     paths = cli.run_paths(fv, f"{cfg.model}_s{cfg.seed}" + (f"x{cfg.seeds}" if cfg.seeds > 1 else ""))
+    invocation = {"command": cli.command_line(sys.modules[__name__], fv), "preset": fv.preset, **process}
     with interruption.StopRequests() as stop:
-        result = run.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
-                                        progress=cli.ProgressBar(cfg.epochs), stop=stop,
-                                        invocation={"command": cli.command_line(sys.modules[__name__], fv),
-                                                    "preset": fv.preset})
+        result = train.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
+                                          progress=cli.ProgressBar(cfg.epochs), stop=stop, invocation=invocation)
     print(f"{summary.headline(result)} Results in {paths.results}")
     return result
 

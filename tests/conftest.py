@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 # JAX's persistent compilation cache, shared by every test and the subprocesses they start (set
 # before jax is imported): the many small runs of the suite compile the same programs again and
@@ -26,6 +27,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from fmnist_jax.data import datasets  # noqa: E402
+from fmnist_jax.training import loop  # noqa: E402
+from fmnist_jax.training import programs as programs_lib  # noqa: E402
 
 
 def make_dataset(n_train=120, n_test=40, seed=0) -> datasets.Dataset:
@@ -96,3 +99,15 @@ def mlp_ensemble(tmp_path_factory):
     cli.invoke(cnn, ["--model=mlp", "--epochs=1", "--batch=40", "--seeds=2", "--run_name=mlp2",
                      "--val_fraction=0.2", "--augment=none", *flags])
     return flags, ds, root / "results" / "mlp2"
+
+
+class Placed(NamedTuple):
+    """A run on data in memory, as the tests drive it: ``loop.init(*t)``, ``loop.epochs(*t, state)``."""
+    setup: loop.RunSetup
+    programs: programs_lib.Programs
+
+
+def placed(cfg, x, y, train_idx, val_idx, members=None, devices=None) -> Placed:
+    """`loop.RunSetup.place` and the setup's programs, together."""
+    setup = loop.RunSetup.place(cfg, x, y, train_idx, val_idx, members, devices)
+    return Placed(setup, setup.programs())

@@ -14,19 +14,21 @@ import sys
 import jax
 import numpy as np
 
-from fmnist_jax.training import sharding, train, trainer
-from tests.conftest import make_dataset
+from fmnist_jax.config import TrainConfig
+from fmnist_jax.training import loop, sharding
+from fmnist_jax.training import members as members_lib
+from tests.conftest import make_dataset, placed
 
-CFG = train.TrainConfig(model="mlp", epochs=1, batch=32, augment=("flip", "erase"),
+CFG = TrainConfig(model="mlp", epochs=1, batch=32, augment=("flip", "erase"),
                         optimizer="sgd", lr=0.01, split="random", val_fraction=0.25, split_per_seed=True)
 
 
 def run(cfg, n_members: int, devices):
     ds = make_dataset(n_train=160, n_test=40)
-    members = trainer.seed_members(0, n_members)
-    train_idx, val_idx = trainer.member_splits(ds.y_train, cfg, [m.seed for m in members])
-    t = trainer.Trainer(cfg, ds.x_train, ds.y_train, train_idx, val_idx, members, devices=devices)
-    *_, (result, state) = t.epochs(t.init())
+    members = members_lib.seed_members(0, n_members)
+    train_idx, val_idx = members_lib.member_splits(ds.y_train, cfg, [m.seed for m in members])
+    t = placed(cfg, ds.x_train, ds.y_train, train_idx, val_idx, members, devices=devices)
+    *_, (result, state) = loop.epochs(*t, loop.init(*t))
     return t, state, result
 
 
@@ -45,15 +47,15 @@ def main():
     _, single, single_result = run(cfg, n_members, jax.devices()[:1])
     leaf = jax.tree.leaves(sharded.train.params)[0]
     report |= {
-        "mesh": dict(t.mesh.shape),
-        "describe": sharding.describe(t.mesh),
-        "sharded_over_members": sharding.is_sharded_over_members(sharded, t.mesh),
+        "mesh": dict(t.setup.mesh.shape),
+        "describe": sharding.describe(t.setup.mesh),
+        "sharded_over_members": sharding.is_sharded_over_members(sharded, t.setup.mesh),
         "devices_holding_a_kernel": len(leaf.sharding.device_set),
         "shard_shape": list(leaf.addressable_shards[0].data.shape),
         "max_gap": _max_gap(sharded.train.params, single.train.params),
         "batch_stats_gap": _max_gap(sharded.train.batch_stats, single.train.batch_stats)
         if jax.tree.leaves(single.train.batch_stats) else None,
-        "param_change": _max_gap(t.init().train.params, single.train.params),
+        "param_change": _max_gap(loop.init(*t).train.params, single.train.params),
         "val_gap": float(np.abs(np.array(result.val_accuracy) - np.array(single_result.val_accuracy)).max()),
     }
     print(json.dumps(report))

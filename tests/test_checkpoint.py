@@ -4,9 +4,11 @@ import jax
 import numpy as np
 import pytest
 
+from fmnist_jax.config import TrainConfig
 from fmnist_jax.runs import checkpoint
-from fmnist_jax.training import optim, train, trainer
-from tests.conftest import make_dataset
+from fmnist_jax.training import loop, optim
+from fmnist_jax.training import members as members_lib
+from tests.conftest import make_dataset, placed
 
 
 def _truncate_arrays(step_dir):
@@ -67,30 +69,30 @@ def test_a_failed_write_raises_a_clear_error_and_keeps_earlier_checkpoints(tmp_p
 
 def test_resumed_ensemble_is_bit_identical_to_an_uninterrupted_one(tmp_path):
     ds = make_dataset(n_train=128, n_test=40)
-    cfg = train.TrainConfig(model="seed003", epochs=2, batch=32, augment=("flip", "erase", "shift_zoom"),
+    cfg = TrainConfig(model="seed003", epochs=2, batch=32, augment=("flip", "erase", "shift_zoom"),
                             seed=7, split="random", val_fraction=0.25, split_per_seed=True)
-    members = trainer.seed_members(7, 2)
+    members = members_lib.seed_members(7, 2)
 
-    def make_trainer():
-        train_idx, val_idx = trainer.member_splits(ds.y_train, cfg, [7, 8])
-        return trainer.Trainer(cfg, ds.x_train, ds.y_train, train_idx, val_idx, members)
+    def make_run():
+        train_idx, val_idx = members_lib.member_splits(ds.y_train, cfg, [7, 8])
+        return placed(cfg, ds.x_train, ds.y_train, train_idx, val_idx, members)
 
-    t = make_trainer()
-    *_, (_, uninterrupted) = t.epochs(t.init())
+    t = make_run()
+    *_, (_, uninterrupted) = loop.epochs(*t, loop.init(*t))
 
-    t = make_trainer()
+    t = make_run()
     ckpts = checkpoint.RunCheckpoints(tmp_path / "run")
-    for result, state in t.epochs(t.init()):
+    for result, state in loop.epochs(*t, loop.init(*t)):
         ckpts.save(result.epoch, state)
         if result.epoch == 1:
             break                                          # "interrupted" after epoch 1
     ckpts.close()
 
-    t = make_trainer()                                     # a new process would start here
+    t = make_run()                                     # a new process would start here
     ckpts = checkpoint.RunCheckpoints(tmp_path / "run")
     start = ckpts.latest_epoch()
-    state = ckpts.restore(start, t.abstract_state())
-    *_, (_, resumed) = t.epochs(state, start)
+    state = ckpts.restore(start, t.setup.abstract_state())
+    *_, (_, resumed) = loop.epochs(*t, state, start)
     # Everything: each member's latest state, its best variables, best accuracy and best epoch.
     for a, b in zip(jax.tree.leaves(uninterrupted), jax.tree.leaves(resumed)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -100,13 +102,13 @@ def test_a_state_with_the_weights_ema_and_a_fixed_whitening_layer_round_trips(tm
     """What resume and restore.py do, for the speedrun options: the EMA lives in the optimizer state
     (its NamedTuple type must come back) and the whitening layer in the batch statistics."""
     ds = make_dataset(n_train=64, n_test=10)
-    cfg = train.TrainConfig(model="speedrun", model_args={"widths": (32, 64, 128)}, epochs=1, batch=32, optimizer="sgd", ema_decay=0.9,
+    cfg = TrainConfig(model="speedrun", model_args={"widths": (32, 64, 128)}, epochs=1, batch=32, optimizer="sgd", ema_decay=0.9,
                             bias_lr_scale=4.0, augment=("alt_flip",))
-    t = trainer.Trainer(cfg, ds.x_train, ds.y_train, np.arange(48), np.arange(48, 64))
-    state = t.init()
+    t = placed(cfg, ds.x_train, ds.y_train, np.arange(48), np.arange(48, 64))
+    state = loop.init(*t)
     ckpts = checkpoint.RunCheckpoints(tmp_path / "run")
     ckpts.save(1, state)
-    restored = ckpts.restore(1, t.abstract_state())
+    restored = ckpts.restore(1, t.setup.abstract_state())
     ckpts.close()
     assert jax.tree.structure(restored) == jax.tree.structure(state)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):

@@ -11,16 +11,17 @@ import optax
 import pytest
 
 from fmnist_jax import models
-from fmnist_jax.training import optim, train, trainer
-from tests.conftest import make_dataset
+from fmnist_jax.config import TrainConfig
+from fmnist_jax.training import loop, optim, step
+from tests.conftest import make_dataset, placed
 
-TINY = train.TrainConfig(model="mlp", epochs=1, batch=16, augment=(), seed=1, lr=3e-3)
+TINY = TrainConfig(model="mlp", epochs=1, batch=16, augment=(), seed=1, lr=3e-3)
 
 
-def _trainer(cfg, n_train=64, n_val=32):
+def _placed(cfg, n_train=64, n_val=32):
     ds = make_dataset(n_train=n_train, n_test=n_val)
     x, y = np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
-    return trainer.Trainer(cfg, x, y, np.arange(n_train), np.arange(n_train, n_train + n_val))
+    return placed(cfg, x, y, np.arange(n_train), np.arange(n_train, n_train + n_val))
 
 
 def _member0(tree):
@@ -40,15 +41,15 @@ def test_ema_decay_warms_up_then_stays():
 def test_ema_equals_its_definition_over_a_few_steps_and_evaluation_uses_it():
     decay = 0.15              # the warm-up (1 + t) / (10 + t) exceeds it from the second step on
     cfg = dataclasses.replace(TINY, ema_decay=decay)
-    t = _trainer(cfg)
-    state = jax.tree.map(lambda v: v[0], t.init().train)
-    step = jax.jit(train.make_train_step(t.model, cfg, t.steps_per_epoch))
+    t = _placed(cfg)
+    state = jax.tree.map(lambda v: v[0], loop.init(*t).train)
+    train_step = jax.jit(step.make_train_step(t.programs.model, cfg, t.setup.steps_per_epoch))
     ema = _host(state.params)
     for s in range(4):
-        state, _ = step(state, t.x[16 * s: 16 * (s + 1)], t.y[16 * s: 16 * (s + 1)], jax.random.key(s))
+        state, _ = train_step(state, t.setup.x[16 * s: 16 * (s + 1)], t.setup.y[16 * s: 16 * (s + 1)], jax.random.key(s))
         d = min(decay, (1 + s) / (10 + s))
         ema = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * p, ema, _host(state.params))
-    got = _host(train.variables_of(state)["params"])
+    got = _host(step.variables_of(state)["params"])
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ema)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     # The average is not the parameters (else the test would prove nothing).
@@ -57,14 +58,14 @@ def test_ema_equals_its_definition_over_a_few_steps_and_evaluation_uses_it():
 
 def test_validation_and_the_best_variables_are_the_ema():
     cfg = dataclasses.replace(TINY, ema_decay=0.9)
-    t = _trainer(cfg)
-    (result, run_state), = list(t.epochs(t.init()))
+    t = _placed(cfg)
+    (result, run_state), = list(loop.epochs(*t, loop.init(*t)))
     ema = optim.ema_params(run_state.train.opt_state)
     for a, b in zip(jax.tree.leaves(run_state.best["params"]), jax.tree.leaves(ema)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert t.validate(run_state.best)["accuracy"].tolist() == result.val_accuracy
+    assert loop.validate(*t, run_state.best)["accuracy"].tolist() == result.val_accuracy
     raw = {"params": run_state.train.params, "batch_stats": run_state.train.batch_stats}
-    assert t.validate(raw)["loss"].tolist() != result.val_loss
+    assert loop.validate(*t, raw)["loss"].tolist() != result.val_loss
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
@@ -72,20 +73,20 @@ def test_off_the_state_and_the_step_are_exactly_the_plain_optimizers(optimizer):
     """ema_decay=0 and bias_lr_scale=1 (the defaults) chain nothing: the state has the structure it
     had before these options existed (so old checkpoints restore), and a step the same bits."""
     cfg = dataclasses.replace(TINY, optimizer=optimizer, weight_decay=1e-3)
-    hp = train.HParams.create(cfg)
-    lr = train.learning_rate_schedule(cfg, 4, hp.lr)
+    hp = step.HParams.create(cfg)
+    lr = step.learning_rate_schedule(cfg, 4, hp.lr)
     plain = {"adam": optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.adam(lr)),
              "adamw": optax.adamw(lr, weight_decay=hp.weight_decay),
              "sgd": optax.chain(optax.add_decayed_weights(hp.weight_decay),
                                 optax.sgd(lr, momentum=cfg.momentum, nesterov=True))}[optimizer]
-    model = train.build_model(cfg)
-    state = train.init_state(model, train.make_optimizer(cfg, 4), jax.random.key(0), hp)
-    old = train.init_state(model, plain, jax.random.key(0), hp)
+    model = step.build_model(cfg)
+    state = step.init_state(model, step.make_optimizer(cfg, 4), jax.random.key(0), hp)
+    old = step.init_state(model, plain, jax.random.key(0), hp)
     assert jax.tree.structure(state) == jax.tree.structure(old)
     assert optim.ema_params(state.opt_state) is None
     x, y = make_dataset(n_train=16).x_train, make_dataset(n_train=16).y_train
-    new, _ = train.make_train_step(model, cfg, 4)(state, x, y, jax.random.key(1))
-    grads = jax.grad(lambda p: train.cross_entropy(model.apply(
+    new, _ = step.make_train_step(model, cfg, 4)(state, x, y, jax.random.key(1))
+    grads = jax.grad(lambda p: step.cross_entropy(model.apply(
         {"params": p, "batch_stats": {}}, jnp.asarray(x / 255.0, jnp.float32)[..., None], train=True,
         rngs={"dropout": jax.random.split(jax.random.key(1))[1]}), y).mean())(old.params)
     updates, _ = plain.update(grads, old.opt_state, old.params)
@@ -102,12 +103,12 @@ def test_bias_lr_scale_moves_biases_s_times_as_far_and_kernels_unchanged(optimiz
     grads = treedef.unflatten([jax.random.normal(jax.random.key(i), p.shape) for i, p in enumerate(leaves)])
     base = dataclasses.replace(TINY, optimizer=optimizer, weight_decay=1e-3, lr=0.01)
 
-    def step(scale):
-        tx = train.make_optimizer(dataclasses.replace(base, bias_lr_scale=scale), 10)
+    def updates_with(scale):
+        tx = step.make_optimizer(dataclasses.replace(base, bias_lr_scale=scale), 10)
         updates, _ = tx.update(grads, tx.init(params), params)
         return updates
 
-    one, four = step(1.0), step(4.0)
+    one, four = updates_with(1.0), updates_with(4.0)
     names = []
     for (path, u1), u4 in zip(jax.tree_util.tree_leaves_with_path(one), jax.tree.leaves(four)):
         name = jax.tree_util.keystr(path)

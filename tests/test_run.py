@@ -3,6 +3,7 @@ presets are valid configs that document themselves; the library holds no flags o
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from fmnist_jax import config, presets
 from fmnist_jax.errors import RunError
 from fmnist_jax.runs import files
 from fmnist_jax.runs.files import RunPaths
-from fmnist_jax.training import run
+from fmnist_jax.training import train
 
 TINY = config.TrainConfig(model="mlp", epochs=2, batch=30, val_fraction=0.25, split="stratified",
                           augment=("flip",), seed=5)
@@ -20,10 +21,10 @@ TINY = config.TrainConfig(model="mlp", epochs=2, batch=30, val_fraction=0.25, sp
 def test_a_run_trains_resumes_and_equals_an_uninterrupted_one(synthetic_dir, tmp_path):
     directory, _ = synthetic_dir
     where = dict(results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "checkpoints")
-    straight = run.train_and_evaluate(TINY, RunPaths("straight", **where), data_dir=directory)
+    straight = train.train_and_evaluate(TINY, RunPaths("straight", **where), data_dir=directory)
     interrupted = RunPaths("interrupted", **where)
-    run.train_and_evaluate(dataclasses.replace(TINY, epochs=1), interrupted, data_dir=directory)
-    resumed = run.train_and_evaluate(TINY, interrupted, data_dir=directory)
+    train.train_and_evaluate(dataclasses.replace(TINY, epochs=1), interrupted, data_dir=directory)
+    resumed = train.train_and_evaluate(TINY, interrupted, data_dir=directory)
     history = [json.loads(line) for line in (interrupted.results / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2] and resumed["epochs"] == 2
     for key in ("best", "final"):
@@ -31,7 +32,7 @@ def test_a_run_trains_resumes_and_equals_an_uninterrupted_one(synthetic_dir, tmp
     assert resumed["best_val_accuracy"] == straight["best_val_accuracy"]
     # The same name with another configuration is refused, and nothing is overwritten.
     with pytest.raises(RunError, match="different lr"):
-        run.train_and_evaluate(dataclasses.replace(TINY, lr=0.5), interrupted, data_dir=directory)
+        train.train_and_evaluate(dataclasses.replace(TINY, lr=0.5), interrupted, data_dir=directory)
     assert json.loads((interrupted.results / "config.json").read_text())["lr"] == TINY.lr
 
 
@@ -80,3 +81,7 @@ def test_the_library_reads_no_flags_and_keeps_no_hidden_state():
         text = path.read_text()
         assert "absl import flags" not in text and "FLAGS" not in text, path
         assert "contextvars" not in text, path
+        # No memo, registry or flag that lives for the process: state is an argument or an object.
+        for hidden in ("lru_cache", "functools.cache", "_held", "_applied", "_IMPORTED_AT"):
+            assert hidden not in text, (path, hidden)
+        assert not re.search(r"^\s*global\s+\w", text, re.M), path

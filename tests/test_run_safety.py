@@ -17,7 +17,7 @@ from fmnist_jax import config
 from fmnist_jax.errors import RunInterrupted
 from fmnist_jax.runs import checkpoint
 from fmnist_jax.runs.files import RunPaths
-from fmnist_jax.training import run
+from fmnist_jax.training import train
 from tests.conftest import assert_exits_with_sentence
 
 # 90 training images in batches of 3: 30 steps per epoch in 3 jitted calls of 10, so there are
@@ -39,7 +39,7 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identical(synthetic_dir, tmp_path):
     directory, _ = synthetic_dir
     cfg = config.TrainConfig(model="mlp", epochs=3, batch=3, val_fraction=0.25, split="stratified", seed=2)
     where = dict(results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "checkpoints")
-    straight = run.train_and_evaluate(cfg, RunPaths("straight", **where), data_dir=directory)
+    straight = train.train_and_evaluate(cfg, RunPaths("straight", **where), data_dir=directory)
     calls = []
 
     def stop_in_epoch_two():   # asked before each later call of an epoch and after each epoch
@@ -48,10 +48,10 @@ def test_a_run_stopped_mid_epoch_resumes_bit_identical(synthetic_dir, tmp_path):
 
     stopped = RunPaths("stopped", **where)
     with pytest.raises(RunInterrupted, match="stopped in epoch 2 after step 10 of 30"):
-        run.train_and_evaluate(cfg, stopped, data_dir=directory, stop=stop_in_epoch_two)
+        train.train_and_evaluate(cfg, stopped, data_dir=directory, stop=stop_in_epoch_two)
     progress = json.loads((stopped.checkpoints / "interrupted" / "progress.json").read_text())
     assert progress["epoch"] == 1 and progress["steps_done"] == 10
-    resumed = run.train_and_evaluate(cfg, stopped, data_dir=directory)
+    resumed = train.train_and_evaluate(cfg, stopped, data_dir=directory)
     assert not (stopped.checkpoints / "interrupted").exists()
     _same_training(_rows(where["results_dir"], "stopped"), _rows(where["results_dir"], "straight"))
     assert resumed["test"] == straight["test"]

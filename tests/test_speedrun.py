@@ -12,13 +12,14 @@ from jax import export as jax_export
 from jax import lax
 
 from fmnist_jax import models, presets
+from fmnist_jax.config import TrainConfig
 from fmnist_jax.models import speedrun
 from fmnist_jax.models.layers import preprocess
 from fmnist_jax.runs import restore
 from fmnist_jax.runs.files import RunPaths
 from fmnist_jax.serving import export
-from fmnist_jax.training import run, train, trainer
-from tests.conftest import make_dataset
+from fmnist_jax.training import loop, train
+from tests.conftest import make_dataset, placed
 
 
 def _smooth_images(n=200, seed=0):
@@ -70,12 +71,12 @@ def test_the_stride_2_stem_is_the_stride_1_whitening_at_every_other_position():
     assert shapes["conv0"] == (2, 14, 14, 32) and shapes["conv1"] == (2, 7, 7, 64) and shapes["conv3"] == (2, 1, 1, 256)
 
 
-def _trainer(cfg, n_train=96, n_val=32):
+def _placed(cfg, n_train=96, n_val=32):
     ds = make_dataset(n_train=n_train, n_test=n_val)
     x, y = np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
     # The training split is not the first images of the pool: init must use the split's images.
     train_idx = np.arange(n_val, n_val + n_train)
-    return trainer.Trainer(cfg, x, y, train_idx, np.arange(n_val)), x[train_idx]
+    return placed(cfg, x, y, train_idx, np.arange(n_val)), x[train_idx]
 
 
 def _has(tree, name):
@@ -84,10 +85,10 @@ def _has(tree, name):
 
 def test_trainer_initialises_the_whitening_from_the_training_split_and_training_never_moves_it():
     # Strong L2 decay through the gradient and a large bias learning rate: neither may reach it.
-    cfg = train.TrainConfig(model="speedrun", model_args={"widths": (32, 64, 128)}, epochs=1, batch=32, optimizer="sgd", lr=0.05,
+    cfg = TrainConfig(model="speedrun", model_args={"widths": (32, 64, 128)}, epochs=1, batch=32, optimizer="sgd", lr=0.05,
                             weight_decay=0.5, bias_lr_scale=8.0, ema_decay=0.9, augment=("alt_flip", "translate"))
-    t, train_images = _trainer(cfg)
-    state = t.init()
+    t, train_images = _placed(cfg)
+    state = loop.init(*t)
     model = models.create("speedrun", widths=(32, 64, 128))
     want, _ = speedrun.whitening_weights(preprocess(train_images), model.whiten_patch, model.whiten_eps)
     kernel, bias = speedrun.whitening_of(jax.tree.map(lambda v: np.asarray(v[0], np.float64),
@@ -101,7 +102,7 @@ def test_trainer_initialises_the_whitening_from_the_training_split_and_training_
     before = jax.tree.map(np.asarray, state.train)
     assert not _has(before.params, "scale")              # batch norm without scale: nothing to update
     assert not any("whiten" in jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(before.params))
-    (_, state), = list(t.epochs(state))
+    (_, state), = list(loop.epochs(*t, state))
     after = state.train
     for a, b in zip(speedrun.whitening_of({"batch_stats": after.batch_stats}),
                     speedrun.whitening_of({"batch_stats": before.batch_stats})):
@@ -130,7 +131,7 @@ def test_speedrun_presets_run_one_step_end_to_end(name, synthetic_dir, tmp_path)
     directory, _ = synthetic_dir
     # 60 images, 10% validation: 54 train, one step of 32.
     cfg = dataclasses.replace(presets.get(name), epochs=1, batch=32, train_limit=60, eval_batch=64)
-    summary = run.train_and_evaluate(cfg, RunPaths(name, tmp_path / "results", tmp_path / "checkpoints"),
+    summary = train.train_and_evaluate(cfg, RunPaths(name, tmp_path / "results", tmp_path / "checkpoints"),
                                      data_dir=directory)
     assert summary["epochs"] == 1 and summary["tta"] == "flip_shift"
     assert 0.0 <= summary["test_accuracy_best_tta"] <= 1.0

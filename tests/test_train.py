@@ -6,18 +6,19 @@ import jax
 import numpy as np
 import pytest
 
+from fmnist_jax.config import TrainConfig
 from fmnist_jax.errors import ConfigError
-from fmnist_jax.training import train, trainer
-from tests.conftest import make_dataset
+from fmnist_jax.training import loop, step
+from tests.conftest import make_dataset, placed
 
-TINY = train.TrainConfig(model="seed003", epochs=2, batch=32, augment=("flip", "erase"), seed=3)
+TINY = TrainConfig(model="seed003", epochs=2, batch=32, augment=("flip", "erase"), seed=3)
 
 
-def _trainer(cfg=TINY, n_train=128, n_val=40, members=None):
+def _placed(cfg=TINY, n_train=128, n_val=40, members=None):
     """A Trainer on a synthetic pool: the first n_train images train, the other n_val validate."""
     ds = make_dataset(n_train=n_train, n_test=n_val)
     x, y = np.concatenate([ds.x_train, ds.x_test]), np.concatenate([ds.y_train, ds.y_test])
-    return trainer.Trainer(cfg, x, y, np.arange(n_train), np.arange(n_train, n_train + n_val), members)
+    return placed(cfg, x, y, np.arange(n_train), np.arange(n_train, n_train + n_val), members)
 
 
 def _member(tree, i):
@@ -29,10 +30,10 @@ def _leaves_equal(a, b):
 
 
 def test_one_train_step_changes_params_and_counts():
-    t = _trainer()
-    state = _member(t.init().train, 0)
-    step = jax.jit(train.make_train_step(t.model, TINY, t.steps_per_epoch))
-    new, metrics = step(state, t.x[:32], t.y[:32], jax.random.key(0))
+    t = _placed()
+    state = _member(loop.init(*t).train, 0)
+    train_step = jax.jit(step.make_train_step(t.programs.model, TINY, t.setup.steps_per_epoch))
+    new, metrics = train_step(state, t.setup.x[:32], t.setup.y[:32], jax.random.key(0))
     assert int(new.step) == 1 and int(metrics["count"]) == 32
     assert not _leaves_equal(new.params, state.params)
     assert not _leaves_equal(new.batch_stats, state.batch_stats)
@@ -42,11 +43,11 @@ def test_alternating_flips_follow_the_epoch_of_the_step():
     cfg = dataclasses.replace(TINY, augment=("alt_flip",))
     images = make_dataset(n_train=6).x_train
     index = jax.numpy.asarray([5, 9, 11, 2, 40, 7])
-    key = train.image_key(jax.random.key(3))
+    key = step.image_key(jax.random.key(3))
     plain = np.asarray(images / 255.0, np.float32)[..., None]
     sides = []
-    for step in range(9):                       # three steps per epoch: epochs 0, 0, 0, 1, 1, 1, 2, ...
-        out = np.asarray(train.augment_batch(cfg, 3, jax.random.key(step), images, step, index, key))
+    for i in range(9):                          # three steps per epoch: epochs 0, 0, 0, 1, 1, 1, 2, ...
+        out = np.asarray(step.augment_batch(cfg, 3, jax.random.key(i), images, i, index, key))
         mirrored = np.array([np.array_equal(o, p[:, ::-1]) for o, p in zip(out, plain)])
         assert all(m or np.array_equal(o, p) for m, o, p in zip(mirrored, out, plain))
         sides.append(mirrored)
@@ -54,44 +55,44 @@ def test_alternating_flips_follow_the_epoch_of_the_step():
     assert (sides == sides[:, :1]).all()           # within an epoch the same side
     assert (sides[1:, 0] != sides[:-1, 0]).all()   # the other side every epoch
     # The side depends on the pool index, not on the position in the batch.
-    swapped = np.asarray(train.augment_batch(cfg, 3, jax.random.key(0), images[::-1], 0, index[::-1], key))
-    np.testing.assert_array_equal(swapped[::-1], np.asarray(train.augment_batch(cfg, 3, jax.random.key(1), images,
+    swapped = np.asarray(step.augment_batch(cfg, 3, jax.random.key(0), images[::-1], 0, index[::-1], key))
+    np.testing.assert_array_equal(swapped[::-1], np.asarray(step.augment_batch(cfg, 3, jax.random.key(1), images,
                                                                                 0, index, key)))
 
 
 def test_tiny_overfit_loss_falls():
     cfg = dataclasses.replace(TINY, model="mlp", epochs=15, augment=(), lr=3e-3)
-    t = _trainer(cfg, n_train=64)
-    losses = [r.train_loss[0] for r, _ in t.epochs(t.init())]
+    t = _placed(cfg, n_train=64)
+    losses = [r.train_loss[0] for r, _ in loop.epochs(*t, loop.init(*t))]
     assert losses[-1] < 0.3 * losses[0]
 
 
 def test_same_seed_same_bits_other_seed_differs():
     finals = []
     for seed in (3, 3, 4):
-        t = _trainer(dataclasses.replace(TINY, seed=seed, epochs=1))
-        *_, (result, state) = t.epochs(t.init())
+        t = _placed(dataclasses.replace(TINY, seed=seed, epochs=1))
+        *_, (result, state) = loop.epochs(*t, loop.init(*t))
         finals.append(state.train.params)
     assert _leaves_equal(finals[0], finals[1])
     assert not _leaves_equal(finals[0], finals[2])
 
 
 def test_evaluation_is_exact_over_a_partial_last_batch():
-    t = _trainer(dataclasses.replace(TINY, eval_batch=16))   # 40 = 16 + 16 + 8
-    stacked = train.variables_of(t.init().train)
-    got = t.validate(stacked)
-    x_val, y_val = t.x[128:], t.y[128:]
-    logits = t.model.apply(_member(stacked, 0), x_val, train=False)
-    loss = train.cross_entropy(logits, y_val)
+    t = _placed(dataclasses.replace(TINY, eval_batch=16))   # 40 = 16 + 16 + 8
+    stacked = step.variables_of(loop.init(*t).train)
+    got = loop.validate(*t, stacked)
+    x_val, y_val = t.setup.x[128:], t.setup.y[128:]
+    logits = t.programs.model.apply(_member(stacked, 0), x_val, train=False)
+    loss = step.cross_entropy(logits, y_val)
     assert got["loss"][0] == pytest.approx(float(loss.mean()), rel=1e-5)
     assert got["accuracy"][0] == pytest.approx(float((logits.argmax(-1) == y_val).mean()))
-    np.testing.assert_allclose(t.predict(stacked, x_val)[0], logits, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(t.programs.predict(stacked, x_val)[0], logits, rtol=1e-5, atol=1e-5)
 
 
 def test_nan_loss_stops_with_a_clear_error():
-    t = _trainer(dataclasses.replace(TINY, model="mlp", optimizer="sgd", lr=1e30, augment=()))
-    with pytest.raises(train.TrainingError, match="training loss became nan"):
-        for _ in t.epochs(t.init()):
+    t = _placed(dataclasses.replace(TINY, model="mlp", optimizer="sgd", lr=1e30, augment=()))
+    with pytest.raises(step.TrainingError, match="training loss became nan"):
+        for _ in loop.epochs(*t, loop.init(*t)):
             pass
 
 
@@ -113,38 +114,38 @@ def test_bad_configs_name_their_field(changes, message):
 
 def test_batch_larger_than_training_set():
     with pytest.raises(ValueError, match="larger than the training set"):
-        _trainer(dataclasses.replace(TINY, batch=500))
+        _placed(dataclasses.replace(TINY, batch=500))
 
 
 @pytest.mark.parametrize("optimizer, schedule", [("adamw", "cosine"), ("sgd", "onecycle"), ("adam", "constant")])
 def test_optimizers_and_schedules_train(optimizer, schedule):
     cfg = dataclasses.replace(TINY, model="mlp", optimizer=optimizer, schedule=schedule, epochs=2,
                               weight_decay=1e-4, label_smoothing=0.1, warmup_epochs=0.5)
-    t = _trainer(cfg)
-    results = [r for r, _ in t.epochs(t.init())]
+    t = _placed(cfg)
+    results = [r for r, _ in loop.epochs(*t, loop.init(*t))]
     assert all(np.isfinite(r.train_loss[0]) for r in results)
     if schedule != "constant":
         assert results[0].lr != results[1].lr
     # The schedule reaches the same values with the peak as a traced value (per-member sweeps).
-    schedule_fn = train.learning_rate_schedule(cfg, 10)
-    traced = jax.jit(lambda step, peak: train.learning_rate_schedule(cfg, 10, peak)(step))
-    for step in (0, 3, 7, 15):
-        assert float(traced(step, cfg.lr)) == pytest.approx(float(schedule_fn(step)), rel=1e-6, abs=1e-12)
+    schedule_fn = step.learning_rate_schedule(cfg, 10)
+    traced = jax.jit(lambda i, peak: step.learning_rate_schedule(cfg, 10, peak)(i))
+    for i in (0, 3, 7, 15):
+        assert float(traced(i, cfg.lr)) == pytest.approx(float(schedule_fn(i)), rel=1e-6, abs=1e-12)
 
 
 def test_segment_length_divides_the_epoch():
-    assert train.segment_length(204) == 34          # 6 calls: divisors of 204 below 20.4 are too short
-    assert train.segment_length(192) == 24
-    assert train.segment_length(38) == 19
-    assert train.segment_length(8) == 8 and train.segment_length(7) == 7 and train.segment_length(3) == 3
+    assert step.segment_length(204) == 34          # 6 calls: divisors of 204 below 20.4 are too short
+    assert step.segment_length(192) == 24
+    assert step.segment_length(38) == 19
+    assert step.segment_length(8) == 8 and step.segment_length(7) == 7 and step.segment_length(3) == 3
     for steps in range(1, 300):
-        assert steps % train.segment_length(steps) == 0
+        assert steps % step.segment_length(steps) == 0
 
 
 def test_progress_reports_each_epoch_and_its_steps():
-    t = _trainer(dataclasses.replace(TINY, model="mlp", augment=()))
+    t = _placed(dataclasses.replace(TINY, model="mlp", augment=()))
     calls = []
-    for _ in t.epochs(t.init(), progress=lambda epoch, done, total: calls.append((epoch, done, total))):
+    for _ in loop.epochs(*t, loop.init(*t), progress=lambda epoch, done, total: calls.append((epoch, done, total))):
         pass
     assert {c[0] for c in calls} == {1, 2}
-    assert (1, t.steps_per_epoch, t.steps_per_epoch) in calls and (2, t.steps_per_epoch, t.steps_per_epoch) in calls
+    assert (1, t.setup.steps_per_epoch, t.setup.steps_per_epoch) in calls and (2, t.setup.steps_per_epoch, t.setup.steps_per_epoch) in calls

@@ -8,9 +8,8 @@ import pytest
 
 from experiments import cli, evaluate
 from fmnist_jax import models
-from fmnist_jax.evaluation import ensemble, run_report, tta
+from fmnist_jax.evaluation import ensemble, run_report, scoring, tta
 from fmnist_jax.models.layers import preprocess
-from fmnist_jax.training import trainer
 from tests.conftest import make_dataset
 
 
@@ -42,7 +41,7 @@ def mlp_members():
 @pytest.mark.parametrize("name", sorted(tta.VIEWS))
 def test_tta_averages_exactly_the_named_views_softmax(name, mlp_members):
     model, variables, x = mlp_members
-    predict = trainer.make_member_predict(model, batch_size=16)
+    predict = scoring.make_member_predict(scoring.inference(model), batch_size=16)
     got = ensemble.mean_probabilities(tta.view_logits(predict, variables, x, name))
     want = np.zeros_like(got)
     for view in tta.VIEWS[name]:
@@ -55,7 +54,7 @@ def test_tta_averages_exactly_the_named_views_softmax(name, mlp_members):
 
 def test_flip_tta_is_bit_identical_to_the_mirror_average_of_before(mlp_members):
     model, variables, x = mlp_members
-    predict = trainer.make_member_predict(model, batch_size=16)
+    predict = scoring.make_member_predict(scoring.inference(model), batch_size=16)
     logits, flipped = predict(variables, x), predict(variables, x, view=tta.View(flip=True))
     # The mirror average of before: (softmax(image) + softmax(mirror image)) / 2.
     np.testing.assert_array_equal(ensemble.mean_probabilities(tta.view_logits(predict, variables, x, "flip")),

@@ -75,7 +75,7 @@ def portable_command(command: str) -> str:
 def has_wall_clock(summary: dict) -> bool:
     """Whether the run has minutes from its command's start: it was not resumed (and its summary
     is recent enough to record them)."""
-    return summary.get("started_at_epoch", 0) == 0 and "wall_seconds" in summary
+    return summary.get("started_at_epoch", 0) == 0 and summary.get("wall_seconds") is not None
 
 
 def minutes(summary: dict, wall_clock: bool) -> float:

@@ -18,11 +18,11 @@ import logging
 import numpy as np
 
 from fmnist_jax.analysis import introspection, plots
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.evaluation import ensemble
 from fmnist_jax.runs import restore
 from fmnist_jax.runs.files import RunPaths, write_json, write_npz
-from fmnist_jax.training.run import load_trainer
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,13 @@ def analyze_run(paths: RunPaths, which: str = "best", member: int | None = None,
         raise ConfigError("tsne_iter", f"must be at least 250 (scikit-learn's minimum), got {tsne_iter}.")
     if not 1 <= feature_images <= MAX_FEATURE_IMAGES:
         raise ConfigError("feature_images", f"must be in 1..{MAX_FEATURE_IMAGES}, got {feature_images}.")
-    t, ds = load_trainer(paths, data_dir=data_dir)
-    restored = restore.restore_run(paths, which, mesh=t.mesh)
+    restored = restore.restore_run(paths, which)
     restored.check_member(member)
+    ds = datasets.load(restored.cfg.dataset, data_dir)
     names, n_members = restored.class_names, restored.n_members
     x_test, y_test = ds.x_test, ds.y_test.astype(np.int64)
 
-    probs = ensemble.member_probabilities(t.predict(restored.variables, t.replicate(x_test)))
+    probs = ensemble.member_probabilities(restored.predict()(restored.variables, restored.replicate(x_test)))
     chosen = probs.mean(0) if member is None else probs[member]
     y_pred = chosen.argmax(-1)
     subject = "model" if n_members == 1 else ("ensemble (soft vote)" if member is None else f"member {member}")
@@ -71,10 +71,10 @@ def analyze_run(paths: RunPaths, which: str = "best", member: int | None = None,
     cal = introspection.calibration(chosen, y_test)
     per_class = introspection.per_class_accuracy(y_test, y_pred, len(names))
 
-    model, variables = t.model, restored.member_variables(net)
+    model, variables = restored.model, restored.member_variables(net)
     idx = introspection.sample_indices(len(x_test), tsne_points, seed)
     log.info("t-SNE of %d test images: penultimate features and raw pixels", len(idx))
-    features = introspection.penultimate_features(model, variables, x_test[idx], batch=t.cfg.eval_batch)
+    features = introspection.penultimate_features(model, variables, x_test[idx], batch=restored.cfg.eval_batch)
     features_xy = introspection.tsne(features, seed=seed, max_iter=tsne_iter)
     pixels_xy = introspection.tsne(x_test[idx].reshape(len(idx), -1) / 255.0, seed=seed, max_iter=tsne_iter)
     picked = pick_feature_images(y_test, min(feature_images, len(x_test)))

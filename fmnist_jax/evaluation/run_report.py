@@ -20,7 +20,6 @@ from fmnist_jax.evaluation import tta as tta_lib
 from fmnist_jax.models import layers
 from fmnist_jax.runs import restore
 from fmnist_jax.runs.files import RunPaths, write_json
-from fmnist_jax.training.run import load_trainer
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +56,17 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool | str = False, 
     # The execution overrides are checked as any config's, before the run is read.
     dataclasses.replace(TrainConfig(), conv_impl=conv_impl or "auto",
                         eval_batch=1 if eval_batch is None else eval_batch).validate()
-    t, ds = load_trainer(paths, data_dir=data_dir, conv_impl=conv_impl, eval_batch=eval_batch)
-    restored = restore.restore_run(paths, which, mesh=t.mesh, conv_impl=conv_impl, eval_batch=eval_batch)
+    restored = restore.restore_run(paths, which, conv_impl=conv_impl, eval_batch=eval_batch)
     restored.check_member(member)
-    n_members = restored.n_members
-    variables = restored.variables
-    x_test = t.replicate(ds.x_test)
-    probs = ensemble.mean_probabilities(tta_lib.view_logits(t.predict, variables, x_test, tta))
+    cfg, n_members = restored.cfg, restored.n_members
+    ds = datasets.load(cfg.dataset, data_dir)
+    x_test = restored.replicate(ds.x_test)
+    probs = ensemble.mean_probabilities(tta_lib.view_logits(restored.predict(), restored.variables, x_test, tta))
     y_test = ds.y_test.astype(np.int64)
     scores = ensemble.score(probs, y_test)
     chosen = probs.mean(0) if member is None else probs[member]
     y_pred = chosen.argmax(-1)
-    names = datasets.CLASS_NAMES[t.cfg.dataset]
+    names = datasets.CLASS_NAMES[cfg.dataset]
     rep = report.classification_report(y_test, y_pred, names)
     cm = report.confusion_matrix(y_test, y_pred)
     out = paths.results / eval_folder_name(which, member, tta)
@@ -79,7 +77,7 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool | str = False, 
                "subject": subject if n_members > 1 else "model",
                "test_accuracy": rep["accuracy"], "test_loss": float(ensemble.nll(chosen, y_test)),
                "n_test": int(len(y_test)), "members": scores, "confusion_matrix": cm.tolist(),
-               "conv_impl": layers.resolve_conv_impl(t.cfg.conv_impl), "eval_batch": t.cfg.eval_batch,
+               "conv_impl": layers.resolve_conv_impl(cfg.conv_impl), "eval_batch": cfg.eval_batch,
                "folder": str(out)}
     write_json(out / "metrics.json", metrics)
     write_json(out / "classification_report.json", rep)

@@ -15,50 +15,53 @@ import numpy as np
 from fmnist_jax import config
 from fmnist_jax.evaluation import ensemble, report, tta
 from fmnist_jax.models import layers
-from fmnist_jax.runs import host_memory
 from fmnist_jax.runs.files import PROBABILITIES_FILE, environment, process_seconds, write_json, write_npz
-from fmnist_jax.training import sharding, train, trainer
+from fmnist_jax.training import sharding, step
 
 log = logging.getLogger(__name__)
 
 
-def test_probabilities(t: trainer.Trainer, variables, x_test) -> dict:
+def test_probabilities(predict, variables, x_test, views: str) -> dict:
     """Class probabilities [M, N, C] of `variables` [M] on the test set, plain and averaged over
-    the config's TTA views (t.cfg.tta; the plain image is the first view, predicted once)."""
-    views = tta.view_logits(t.predict, variables, x_test, t.cfg.tta)
-    return {"plain": ensemble.member_probabilities(views[0]), "tta": ensemble.mean_probabilities(views)}
+    the TTA views `views` (the plain image is the first view, predicted once); `predict` is a
+    `scoring.make_member_predict` function."""
+    logits = tta.view_logits(predict, variables, x_test, views)
+    return {"plain": ensemble.member_probabilities(logits[0]), "tta": ensemble.mean_probabilities(logits)}
 
 
-def test_scores(t: trainer.Trainer, variables, x_test, y_test) -> dict:
+def test_scores(predict, variables, x_test, y_test, views: str) -> dict:
     """Ensemble scores (ensemble.score) of `variables` [M] on the test set, plain and with the
-    config's TTA views, and the probabilities they come from (under "probabilities")."""
-    probs = test_probabilities(t, variables, x_test)
+    TTA views, and the probabilities they come from (under "probabilities")."""
+    probs = test_probabilities(predict, variables, x_test, views)
     return {"plain": ensemble.score(probs["plain"], y_test), "tta": ensemble.score(probs["tta"], y_test),
             "probabilities": probs}
 
 
 def summarize(run, invocation: dict | None = None) -> dict:
-    """Scores a `run.TrainedRun` on the test set; writes summary.json and history.png; returns the summary.
+    """Scores a `train.TrainedRun` on the test set; writes summary.json, the members' test
+    probabilities and history.png; returns the summary.
 
     Besides the scores it records how long this process took from its start to here
     (`wall_seconds`: start-up, compilation, training and the test evaluation; the time-to-accuracy
-    figure when `started_at_epoch` is 0, i.e. the run was not resumed) and `invocation`.
+    figure when `started_at_epoch` is 0, i.e. the run was not resumed) and `invocation` (the
+    command, the preset, and what the process set up: `malloc_keeps_freed_memory`, `started_at`).
     """
-    t, state = run.trainer, run.state
-    x_test = t.replicate(run.dataset.x_test)
-    best = test_scores(t, state.best, x_test, run.dataset.y_test)
+    cfg, state, invocation = run.setup.cfg, run.state, dict(invocation or {})
+    predict, ds = run.programs.predict, run.dataset
+    x_test = run.setup.replicate(ds.x_test)
+    best = test_scores(predict, state.best, x_test, ds.y_test, cfg.tta)
     # When every member's best epoch is its last, its best variables are its final ones (a
     # copy): scoring them again would only repeat the most expensive part of the summary.
-    last_is_best = bool(run.history) and all(e == t.cfg.epochs for e in np.asarray(state.best_epoch).tolist())
-    final = best if last_is_best else test_scores(t, train.variables_of(state.train), x_test, run.dataset.y_test)
+    last_is_best = bool(run.history) and all(e == cfg.epochs for e in np.asarray(state.best_epoch).tolist())
+    final = best if last_is_best else test_scores(predict, step.variables_of(state.train), x_test, ds.y_test, cfg.tta)
     out = run.paths.results
     result = {
         "run": run.name,
-        "model": t.cfg.model,
-        "model_args": config.as_record(t.cfg)["model_args"],
-        "dataset": t.cfg.dataset,
+        "model": cfg.model,
+        "model_args": config.as_record(cfg)["model_args"],
+        "dataset": cfg.dataset,
         "parameters": run.n_params,
-        "members": [m.as_dict() for m in t.members],
+        "members": [m.as_dict() for m in run.setup.members],
         "epochs": len(run.history),
         "best_epoch": np.asarray(state.best_epoch).tolist(),
         "best_val_accuracy": np.asarray(state.best_val_accuracy).tolist(),
@@ -68,26 +71,26 @@ def summarize(run, invocation: dict | None = None) -> dict:
         "test_accuracy_best_tta": best["tta"]["mean_accuracy"],
         "ensemble_test_accuracy_best_tta": best["tta"]["ensemble_accuracy"],
         "test_accuracy_final": final["plain"]["mean_accuracy"],
-        "tta": t.cfg.tta,
+        "tta": cfg.tta,
         "test": {"best": best["plain"], "best_tta": best["tta"], "final": final["plain"], "final_tta": final["tta"]},
         "train_seconds": sum(h["seconds"] for h in run.history),
         "started_at_epoch": run.started_at_epoch,
-        "invocation": invocation or {},
+        "invocation": invocation,
         "median_images_per_second": float(np.median([h["images_per_second"] for h in run.history]))
         if run.history else None,
-        "conv_impl": layers.resolve_conv_impl(t.cfg.conv_impl),
-        "devices": sharding.describe(t.mesh),
-        "member_execution": t.execution_label,
-        "malloc_keeps_freed_memory": host_memory.is_kept(),
+        "conv_impl": layers.resolve_conv_impl(cfg.conv_impl),
+        "devices": sharding.describe(run.setup.mesh),
+        "member_execution": run.setup.execution_label,
+        "malloc_keeps_freed_memory": bool(invocation.get("malloc_keeps_freed_memory", False)),
         "environment": environment(),
     }
-    result["wall_seconds"] = process_seconds()     # last: the test evaluation counts
+    result["wall_seconds"] = process_seconds(invocation.get("started_at"))   # last: the test evaluation counts
     # float32: 0.4 MB a member and view set; the votes of separately trained runs come from here.
-    write_npz(out / PROBABILITIES_FILE, labels=np.asarray(run.dataset.y_test),
+    write_npz(out / PROBABILITIES_FILE, labels=np.asarray(ds.y_test),
               **{f"best_{k}": v.astype(np.float32) for k, v in best["probabilities"].items()})
     write_json(out / "summary.json", result)
     if run.history:
-        report.plot_history(run.history, out / "history.png", title=f"{run.name} ({t.cfg.model})")
+        report.plot_history(run.history, out / "history.png", title=f"{run.name} ({cfg.model})")
     log.info("%s", headline(result))
     return result
 

@@ -61,5 +61,5 @@ def apply_view(images, view: View):
 
 def view_logits(predict: Callable, variables, x, name: str) -> list:
     """The logits of every view of the set `name`, plain image first: predict(variables, x,
-    views=...) of a `trainer.make_member_predict` predict (one program for all the views)."""
+    views=...) of a `scoring.make_member_predict` predict (one program for all the views)."""
     return list(predict(variables, x, views=VIEWS[check(name)]))

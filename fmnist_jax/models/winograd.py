@@ -39,9 +39,9 @@ _DEFAULT_CACHE_BYTES = 32 * 2**20
 _CACHE_FRACTION = 0.5
 
 
-@functools.lru_cache(maxsize=None)
 def last_level_cache_bytes() -> int:
-    """Size of CPU 0's largest data or unified cache, read from sysfs (a fixed default elsewhere)."""
+    """Size of CPU 0's largest data or unified cache, read from sysfs (a fixed default elsewhere).
+    Read at trace time, once per convolution layer: a few small files, not worth a cache."""
     best = 0
     root = "/sys/devices/system/cpu/cpu0/cache"
     try:

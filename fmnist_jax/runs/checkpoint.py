@@ -2,7 +2,7 @@
 
 One CheckpointManager per run directory, steps numbered by epoch, the newest two kept: when the
 latest cannot be restored (a damaged file), `restore_latest` says so and falls back to the one
-before. The saved pytree is `trainer.RunState`: the latest training state of every member and,
+before. The saved pytree is `programs.RunState`: the latest training state of every member and,
 per member, the variables of its best validation epoch, so each ensemble member has its own best
 and a resumed run the exact best-so-far of each. Orbax writes each step to a temporary folder and
 renames it when complete, and deletes old steps only after that, so a crash or a full disk during
@@ -65,7 +65,7 @@ class RunCheckpoints:
 
     def restore(self, epoch: int, like: Any) -> Any:
         """The state saved at `epoch`, with the structure, types and shardings of `like`
-        (a state, or an abstract state such as Trainer.abstract_state())."""
+        (a state, or an abstract state such as `programs.abstract_run_state`)."""
         return _restore(self.manager, epoch, like, f"epoch {epoch} from {self.directory}")
 
     def restore_latest(self, like: Any, repair: bool = True) -> tuple[int, Any] | tuple[None, None]:

@@ -135,23 +135,20 @@ def _cpu_model() -> str:
     return platform.processor() or "?"
 
 
-_IMPORTED_AT = time.time()
-
-
-def process_seconds() -> float:
+def process_seconds(started_at: float | None = None) -> float | None:
     """Wall-clock seconds since this process started (Linux: from /proc, so interpreter start-up
-    and imports count; elsewhere since this module was imported). Time-to-accuracy figures
-    are measured from the command's start."""
+    and imports count; elsewhere since `started_at`, a time.time() the caller took at its start,
+    or None without one). Time-to-accuracy figures are measured from the command's start."""
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         uptime = float(Path("/proc/uptime").read_text().split()[0])
         return uptime - ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
-        return time.time() - _IMPORTED_AT
+        return None if started_at is None else time.time() - started_at
 
 
 def config_record(cfg: config.TrainConfig, members: Sequence) -> dict:
-    """What config.json holds: the config and the members, enough to rebuild the run's trainer."""
+    """What config.json holds: the config and the members, enough to rebuild the run."""
     return config.as_record(cfg) | {"members": [m.as_dict() for m in members]}
 
 

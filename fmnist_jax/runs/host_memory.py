@@ -25,17 +25,12 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _INT_MAX = 2**31 - 1
 
-_applied = False
-
-
 def keep_freed_memory() -> bool:
-    """Sets glibc's malloc to never mmap and never trim; True if set (now or before).
+    """Sets glibc's malloc to never mmap and never trim; True if set. Setting it again is harmless.
 
-    A no-op returning False where malloc is not glibc's (macOS, Windows, musl).
+    A no-op returning False where malloc is not glibc's (macOS, Windows, musl). The caller owns
+    the answer (the experiment scripts record it in the run's summary): glibc cannot be asked.
     """
-    global _applied
-    if _applied:
-        return True
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -47,10 +42,4 @@ def keep_freed_memory() -> bool:
     if mallopt(_M_MMAP_MAX, 0) != 1 or mallopt(_M_TRIM_THRESHOLD, _INT_MAX) != 1:
         log.info("could not set malloc to keep freed memory; running with its defaults")
         return False
-    _applied = True
     return True
-
-
-def is_kept() -> bool:
-    """Whether `keep_freed_memory` has taken effect in this process."""
-    return _applied

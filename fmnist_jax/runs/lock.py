@@ -3,7 +3,8 @@
 The lock is `fcntl.flock`, so the kernel releases it when its holder dies, however it dies: a
 crashed or killed run never blocks the next one. A second process that wants the run stops at
 once with a RunError naming the holder (the lock file holds its PID, host and start time).
-Within one process the lock is re-entrant (a sweep holds its run while its groups train).
+A process takes a run's lock once (`run_dir.RunDir.open`); a second `hold` of the same run, in
+this process or another, is refused.
 Readers (evaluation, analysis) take no lock: Orbax publishes a checkpoint by renaming a
 finished temporary folder, so a reader never sees one half written.
 """
@@ -23,21 +24,11 @@ from fmnist_jax.errors import RunError
 
 LOCK_NAME = "run.lock"
 
-_held: dict[Path, tuple[int, int]] = {}   # lock path -> (file descriptor, depth), this process
-
 
 @contextlib.contextmanager
 def hold(run_checkpoints: Path, run_name: str) -> Iterator[None]:
     """Holds the run's lock for the block; RunError if another process holds it."""
     path = (Path(run_checkpoints) / LOCK_NAME).absolute()
-    if path in _held:                      # this process holds it already (a sweep and its groups)
-        fd, depth = _held[path]
-        _held[path] = (fd, depth + 1)
-        try:
-            yield
-        finally:
-            _held[path] = (fd, depth)
-        return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -55,9 +46,7 @@ def hold(run_checkpoints: Path, run_name: str) -> Iterator[None]:
     os.ftruncate(fd, 0)
     started = _dt.datetime.now().isoformat(timespec="seconds")
     os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()} (since {started})\n".encode(), 0)
-    _held[path] = (fd, 1)
     try:
         yield
     finally:
-        del _held[path]
         os.close(fd)    # closing the descriptor releases the lock; the file stays (no unlink race)

@@ -2,6 +2,7 @@
 
     restored = restore.restore_run(RunPaths("my_run"), which="best")
     logits = restored.model.apply(restored.member_variables(0), images, train=False)
+    probabilities = restored.predict()(restored.variables, x_test)      # every member: [M, N, 10]
 
 `which` picks each member's best-validation variables ("best") or the latest epoch's ("latest").
 Evaluation, analysis, prediction and export all start here.
@@ -15,13 +16,16 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from fmnist_jax import config
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.data import datasets
 from fmnist_jax.errors import ConfigError, RunError
+from fmnist_jax.evaluation import scoring
 from fmnist_jax.runs import checkpoint
-from fmnist_jax.runs.files import RunPaths
-from fmnist_jax.training import sharding, train, trainer
-from fmnist_jax.training.run import saved_config
+from fmnist_jax.runs.files import RunPaths, read_record
+from fmnist_jax.training import members as members_lib
+from fmnist_jax.training import programs, sharding, step
+from fmnist_jax.training.members import Member
 
 WHICH = ("best", "latest")
 
@@ -31,7 +35,7 @@ class RestoredRun:
     """One checkpoint's variables of every member of a run, and what produced them."""
     paths: RunPaths
     cfg: TrainConfig
-    members: list[trainer.Member]
+    members: list[Member]
     which: str
     variables: dict          # {"params", "batch_stats"}, each leaf with the member axis first
     epochs: list[int]        # the epoch each member's variables come from
@@ -45,9 +49,24 @@ class RestoredRun:
     def class_names(self) -> tuple[str, ...]:
         return datasets.CLASS_NAMES[self.cfg.dataset]
 
+    mesh: object             # where the member axis lives (training.sharding)
+
     @property
     def model(self) -> nn.Module:
-        return train.build_model(self.cfg)
+        return step.build_model(self.cfg)
+
+    @property
+    def execution(self) -> str:
+        """How the members run over their axis (members.resolve_member_execution)."""
+        return members_lib.resolve_member_execution(self.cfg.member_execution, self.mesh, self.n_members)
+
+    def predict(self):
+        """A `scoring.make_member_predict` function for this run's model (call it once per use)."""
+        return scoring.make_member_predict(scoring.inference(self.model), self.cfg.eval_batch, self.execution)
+
+    def replicate(self, x):
+        """A host array placed whole on every device of the run's mesh (e.g. the test images)."""
+        return sharding.put(np.asarray(x), sharding.replicated(self.mesh))
 
     def member_variables(self, member: int) -> dict:
         """Member `member`'s variables (no member axis), as host numpy arrays."""
@@ -58,6 +77,22 @@ class RestoredRun:
         if member is not None and not 0 <= member < self.n_members:
             raise ConfigError("member", f"must be in 0..{self.n_members - 1} for run {self.paths.name!r}, "
                                         f"got {member}.")
+
+
+def saved_config(paths: RunPaths, **execution) -> tuple[TrainConfig, list[Member]]:
+    """An existing run's TrainConfig and members, from its config.json.
+
+    `execution` may override the fields that do not change results (config.EXECUTION_FIELDS,
+    e.g. conv_impl="matmul"); None leaves the saved value.
+    """
+    record = read_record(paths)
+    overrides = {k: v for k, v in execution.items() if v is not None}
+    unknown = set(overrides) - set(config.EXECUTION_FIELDS)
+    if unknown:
+        raise ValueError(f"only execution fields can be overridden, not {sorted(unknown)}.")
+    cfg = dataclasses.replace(config.from_record(record), **overrides)
+    cfg.validate()
+    return cfg, [Member.from_dict(m) for m in record.get("members", [{"seed": cfg.seed}])]
 
 
 def check_which(which: str) -> None:
@@ -79,7 +114,7 @@ def restore_run(paths: RunPaths, which: str = "best", *, mesh=None, **execution)
     mesh = mesh if mesh is not None else sharding.make_mesh(len(members), cfg.batch)
     ckpts = checkpoint.RunCheckpoints(paths.checkpoints)
     try:
-        epoch, state = ckpts.restore_latest(trainer.abstract_run_state(cfg, members, mesh), repair=False)
+        epoch, state = ckpts.restore_latest(programs.abstract_run_state(cfg, members, mesh), repair=False)
         if epoch is None:
             raise RunError(f"run {paths.name!r} has no checkpoint in {paths.checkpoints}.")
     finally:
@@ -87,5 +122,5 @@ def restore_run(paths: RunPaths, which: str = "best", *, mesh=None, **execution)
     if which == "best":
         variables, epochs = state.best, np.asarray(state.best_epoch).tolist()
     else:
-        variables, epochs = train.variables_of(state.train), [epoch] * len(members)
-    return RestoredRun(paths, cfg, members, which, variables, epochs, epoch)
+        variables, epochs = step.variables_of(state.train), [epoch] * len(members)
+    return RestoredRun(paths, cfg, members, which, variables, epochs, epoch, mesh)

@@ -22,8 +22,9 @@ from fmnist_jax.errors import ConfigError
 from fmnist_jax.evaluation import report, summary
 from fmnist_jax.runs import lock
 from fmnist_jax.runs.files import RunPaths, environment, write_json, write_text
-from fmnist_jax.training import train, trainer
-from fmnist_jax.training.run import TrainedRun, train_run
+from fmnist_jax.training import step
+from fmnist_jax.training.members import Member
+from fmnist_jax.training.train import TrainedRun, train_run
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +34,9 @@ def grid_points(values: Mapping[str, Sequence[float]]) -> list[dict]:
     return [dict(zip(values, combo)) for combo in itertools.product(*values.values())]
 
 
-def grid_members(grid: list[dict], first_seed: int, seeds: int) -> list[trainer.Member]:
+def grid_members(grid: list[dict], first_seed: int, seeds: int) -> list[Member]:
     """Members for grid x seeds: configuration-major, so configuration i holds members i*seeds ... ."""
-    return [trainer.Member(first_seed + s, point) for point in grid for s in range(seeds)]
+    return [Member(first_seed + s, point) for point in grid for s in range(seeds)]
 
 
 def rank(groups: list[tuple[str, int, list[dict], TrainedRun]], seeds: int, varied: list[str]) -> list[dict]:
@@ -83,7 +84,7 @@ def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = 
 
     models / batches default to base's; `hparams` maps names of config.HPARAM_NAMES to value
     lists (a name not given keeps base's value). Everything is validated before anything trains.
-    The process holds the sweep's lock throughout; `stop` is as for `run.train_run`.
+    The process holds the sweep's lock throughout; `stop` is as for `train.train_run`.
     Writes sweep.json, sweep.txt and sweep.png under results/NAME/ and returns the result.
     """
     models, batches = list(models) or [base.model], list(batches) or [base.batch]
@@ -99,7 +100,7 @@ def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = 
     for _, cfg in plans:
         cfg.validate()
     for point in grid:
-        train.HParams.create(base, **point)
+        step.HParams.create(base, **point)
     with lock.hold(paths.checkpoints, paths.name):
         return _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop)
 
@@ -116,9 +117,9 @@ def _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop)
     rows = rank(groups, base.seeds, varied)
     best = rows[0]
     run = next(g[3] for g in groups if g[3].name == best["run"])
-    t = run.trainer
     picked = jax.tree.map(lambda v: v[np.asarray(best["members"])], run.state.best)
-    test = summary.test_scores(t, picked, t.replicate(run.dataset.x_test), run.dataset.y_test)
+    test = summary.test_scores(run.programs.predict, picked, run.setup.replicate(run.dataset.x_test),
+                               run.dataset.y_test, base.tta)
     out = paths.make_results()
     result = {"run": paths.name, "varied": varied, "seeds": base.seeds, "rows": rows,
               "best": {"label": best["label"],

@@ -1,0 +1,38 @@
+"""Results held to a committed reference: two tiny runs whose outputs were recorded by the library
+before its training core was rewritten (tests/reference/make_reference.py, at commit 2991906)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from fmnist_jax.runs.files import environment
+from tests.reference import make_reference
+
+REFERENCE = json.loads((Path(__file__).parent / "reference" / "tiny_runs.json").read_text())
+
+
+def _numbers(tree):
+    """Every number in a JSON tree, in a fixed order."""
+    if isinstance(tree, dict):
+        return [x for k in sorted(tree) for x in _numbers(tree[k])]
+    if isinstance(tree, list):
+        return [x for v in tree for x in _numbers(v)]
+    return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
+
+
+def test_tiny_runs_reproduce_the_reference(tmp_path):
+    now = make_reference.outputs(tmp_path)
+    env = environment()
+    for name, ref in REFERENCE.items():
+        got = now[name]
+        assert got["best_epoch"] == ref["best_epoch"] and got["parameters"] == ref["parameters"]
+        assert [h["epoch"] for h in got["history"]] == [h["epoch"] for h in ref["history"]]
+        if (env["cpu_model"], env["jax"]) == (ref["environment"]["cpu_model"], ref["environment"]["jax"]):
+            # The machine and jaxlib the reference was recorded on: the same bits.
+            assert {k: got[k] for k in ("history", "test", "best_val_accuracy", "probabilities_sha256")} == \
+                   {k: ref[k] for k in ("history", "test", "best_val_accuracy", "probabilities_sha256")}
+        else:
+            # Another CPU may round differently (other vector widths): the same run to float rounding.
+            for key in ("history", "test", "best_val_accuracy"):
+                np.testing.assert_allclose(_numbers(got[key]), _numbers(ref[key]), rtol=1e-4, atol=1e-5)
