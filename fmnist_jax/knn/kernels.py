@@ -1,0 +1,186 @@
+"""The per-chunk kernels of the exact k-NN search (`exact.search` chunks the queries and calls them).
+
+Each takes one chunk of queries against every training point and returns its k best
+candidates: `brute_chunk` (all distances, then top-k), `l2_chunk` (the matmul expansion,
+re-ranked exactly and certified by a float32 error bound) and `l1_chunk` (the pooled lower-bound
+cascade). The certification flags they return say which queries the caller must redo.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+METRICS = ("l1", "l2")
+
+# Exact distances of this many best 4x4-pooled candidates give the L1 cascade its threshold.
+_L1_SEED_CANDIDATES = 64
+
+
+def flatten(x) -> jnp.ndarray:
+    x = jnp.asarray(x)
+    return x.reshape(x.shape[0], -1)
+
+
+def _work_dtype(x) -> jnp.dtype:
+    return jnp.int32 if jnp.issubdtype(x.dtype, jnp.integer) else jnp.float32
+
+
+def pairwise_distances(queries, references, metric: str = "l2") -> jnp.ndarray:
+    """Exact [n_q, n_r] distances: L1, or squared L2 (computed as sums of squared differences)."""
+    q, r = flatten(queries), flatten(references)
+    if metric == "l1":
+        # float32 is exact for 8-bit data (sums stay below 2**24) and XLA CPU vectorises it
+        # about 8x better than int32.
+        return jnp.abs(q[:, None, :].astype(jnp.float32) - r[None, :, :].astype(jnp.float32)).sum(-1)
+    dtype = _work_dtype(q)
+    diff = q[:, None, :].astype(dtype) - r[None, :, :].astype(dtype)
+    if metric == "l2":
+        return (diff * diff).sum(-1)
+    raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}.")
+
+
+def _top_k_fast(x, k):
+    """lax.top_k kept on XLA's fast top-k path.
+
+    When top_k's indices feed a gather in the same computation, XLA CPU (jax 0.10) lowers it as
+    a full sort of every row: 25x slower for 60,000 columns. The barrier keeps it a TopK.
+    """
+    return jax.lax.optimization_barrier(jax.lax.top_k(x, k))
+
+
+def _select_k(dist, idx, k):
+    """The k smallest (dist, idx) pairs per row, ordered by distance then index."""
+    dist, idx = jax.lax.sort((dist, idx), dimension=1, num_keys=2)
+    return dist[:, :k], idx[:, :k]
+
+
+def pool_sums(x, pool: int) -> jnp.ndarray:
+    """Sums over pool x pool blocks of [n, H, W] images (zero-padded), flattened, float32."""
+    n, h, w = x.shape
+    ph, pw = -h % pool, -w % pool
+    x = jnp.pad(x.astype(jnp.float32), ((0, 0), (0, ph), (0, pw)))
+    h, w = h + ph, w + pw
+    return x.reshape(n, h // pool, pool, w // pool, pool).sum((2, 4)).reshape(n, -1)
+
+
+def as_images(x) -> jnp.ndarray:
+    """[n, H, W] view for pooling: images stay images, flat vectors become one row each."""
+    x = jnp.asarray(x)
+    if x.ndim == 3:
+        return x
+    return x.reshape(x.shape[0], 1, -1)
+
+
+def _compact(mask, capacity: int):
+    """Indices of the first `capacity` True entries per row (in index order), and the counts."""
+    counts = jnp.cumsum(mask.astype(jnp.int32), axis=1)
+    targets = jnp.arange(1, capacity + 1, dtype=jnp.int32)
+    pos = jax.vmap(lambda c: jnp.searchsorted(c, targets, side="left", method="scan_unrolled"))(counts)
+    valid = targets[None, :] <= counts[:, -1:]
+    return jnp.minimum(pos, mask.shape[1] - 1), valid, counts[:, -1]
+
+
+def _tolerance(threshold):
+    # Float inputs make the float32 sums inexact; keep slightly more candidates, never fewer.
+    return threshold * (1 + 1e-5) + 1e-6
+
+
+def _interval_l1(q_sums, codes, step: int):
+    """Lower bound of sum |q - s| where each s is only known as a code: s in [step*c, step*c+step-1].
+
+    step=0 means the codes are the exact sums. Distances to the interval are never larger than
+    the distance to the true sum, so the bound stays a lower bound of the L1 distance.
+    """
+    if step == 0:
+        return jnp.abs(q_sums[:, None, :] - codes.astype(jnp.float32)).sum(-1)
+    lo = codes.astype(jnp.float32) * step
+    gap = jnp.maximum(jnp.maximum(lo - q_sums[:, None, :], q_sums[:, None, :] - (lo + (step - 1))), 0.0)
+    return gap.sum(-1)
+
+
+def _gather_rows(table, idx):
+    # The barrier keeps the gather a plain copy of contiguous rows; fused into the arithmetic it
+    # runs element by element. Narrow tables (uint8) move 4x fewer bytes than float32 ones.
+    return jax.lax.optimization_barrier(table[idx]).astype(jnp.float32)
+
+
+@jax.jit
+def _pooled_bound(q_img, r_pool4):
+    return pairwise_distances(pool_sums(q_img, 4), r_pool4, "l1")
+
+
+def l1_chunk(q_img, r_exact, r_pool4, r_codes2, *, k, code_step, cap1, cap2):
+    """Exact L1 top-k for a chunk of queries by the pooled-bound cascade; returns a `certified` mask.
+
+    cap1 / cap2: how many candidates survive the 4x4 and 2x2 bounds at most (static shapes);
+    a query with more is not certified.
+    """
+    # Two programs: see brute_chunk for why top_k must not share one with a big reduction.
+    lb4 = _pooled_bound(q_img, r_pool4)                                             # [q, n]
+    return _l1_prune(q_img, lb4, r_exact, r_codes2, k=k, code_step=code_step, cap1=cap1, cap2=cap2)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "code_step", "cap1", "cap2"))
+def _l1_prune(q_img, lb4, r_exact, r_codes2, *, k, code_step, cap1, cap2):
+    n_ref = r_exact.shape[0]
+    q_flat = q_img.reshape(q_img.shape[0], -1).astype(jnp.float32)
+    # Threshold: the k-th exact distance among the best few candidates by the coarse bound.
+    n_seed = min(max(_L1_SEED_CANDIDATES, k), n_ref)
+    _, seed_idx = _top_k_fast(-lb4, n_seed)
+    seed_d = jnp.abs(q_flat[:, None, :] - _gather_rows(r_exact, seed_idx)).sum(-1)
+    threshold = _tolerance(jnp.sort(seed_d, axis=1)[:, k - 1])
+    cap1 = min(max(cap1, k), n_ref)  # never fewer candidates than neighbours asked for
+    idx1, valid1, count1 = _compact(lb4 <= threshold[:, None], cap1)
+    lb2 = _interval_l1(pool_sums(q_img, 2), jax.lax.optimization_barrier(r_codes2[idx1]), code_step)
+    keep2 = valid1 & (lb2 <= threshold[:, None])
+    cap2 = min(max(cap2, k), cap1)
+    pos2, valid2, count2 = _compact(keep2, cap2)
+    idx2 = jnp.take_along_axis(idx1, pos2, axis=1)
+    exact = jnp.abs(q_flat[:, None, :] - _gather_rows(r_exact, idx2)).sum(-1)
+    exact = jnp.where(valid2, exact, jnp.inf)
+    dist, idx = _select_k(exact, idx2, k)
+    certified = (count1 <= cap1) & (count2 <= cap2)
+    return dist, idx, certified
+
+
+@functools.partial(jax.jit, static_argnames=("k", "n_candidates"))
+def l2_chunk(q, r, r_t, r_sq, *, k, n_candidates):
+    """Exact squared-L2 top-k for a chunk of flat queries; returns a `certified` mask.
+
+    r: [n, d] training points (their own dtype, for the exact re-rank); r_t: [d, n] float32,
+    converted and transposed once per search so no chunk pays for it again.
+    """
+    dtype = _work_dtype(q)
+    qf = q.astype(jnp.float32)
+    # ||q||^2 does not change a query's ranking, so it is left out of the expansion.
+    approx = r_sq[None, :] - 2.0 * (qf @ r_t)
+    neg_approx, cand = _top_k_fast(-approx, n_candidates + 1)
+    diff = q[:, None, :].astype(dtype) - jax.lax.optimization_barrier(r[cand[:, :n_candidates]]).astype(dtype)
+    exact = (diff * diff).sum(-1)
+    dist, idx = _select_k(exact, cand[:, :n_candidates], k)
+    # Float32 rounding error of each expanded distance is below eps * (||q||^2 + max||r||^2).
+    q_sq = (qf * qf).sum(1)
+    eps = 2.0 * (q.shape[1] + 2) * np.finfo(np.float32).eps * (q_sq + r_sq.max())
+    # The best non-candidate. Reading it from top_k's values matters: gathering from `approx`
+    # makes XLA recompute the matmul per gathered element (30x slower on CPU).
+    outside = -neg_approx[:, -1] + q_sq
+    certified = outside - eps > dist[:, -1].astype(jnp.float32) * (1 + 1e-6)
+    return dist, idx, certified
+
+
+_distances_jit = jax.jit(pairwise_distances, static_argnames=("metric",))
+_smallest_k_jit = jax.jit(lambda d, k: jax.lax.top_k(-d, k), static_argnames=("k",))
+
+
+def brute_chunk(q, r, *, k, metric):
+    """All distances, then the k smallest. top_k puts the lower index first among equal values.
+
+    Two separate programs on purpose: on XLA CPU (jax 0.10) a top_k compiled together with the
+    distance reduction runs 500x slower than a top_k whose input is a materialised array.
+    """
+    neg, idx = _smallest_k_jit(_distances_jit(q, r, metric=metric), k=k)
+    return -neg, idx
