@@ -31,7 +31,7 @@ flags.DEFINE_enum("padding", "SAME", ["SAME", "VALID"], "Padding.")
 flags.DEFINE_list("impls", ["xla", "hybrid", "matmul", "winograd", "torch"], "Implementations to time.")
 flags.DEFINE_list("chunks", [], "Winograd chunk sizes to time (images per chunk); empty: the cache rule's.")
 flags.DEFINE_integer("repeats", 3, "Timings per implementation (the median is reported).")
-flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.host_memory).")
+flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.runs.host_memory).")
 
 
 def _time_jax(conv, x, w):

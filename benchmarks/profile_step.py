@@ -38,7 +38,7 @@ flags.DEFINE_enum("conv_impl", "auto", list(layers.CONV_IMPLS), "Convolution imp
 flags.DEFINE_integer("batch", 250, "Batch size.")
 flags.DEFINE_integer("steps", 3, "Traced steps (times are per step).")
 flags.DEFINE_integer("top", 25, "Operations to list.")
-flags.DEFINE_bool("keep_freed_memory", True, "As the experiment scripts (fmnist_jax.host_memory).")
+flags.DEFINE_bool("keep_freed_memory", True, "As the experiment scripts (fmnist_jax.runs.host_memory).")
 
 _RUNTIME_EVENTS = ("ThunkExecutor", "PjRt", "Pjit", "Execute", "Allocate", "Handle", "Await", "Wait",
                    "Threadpool", "Collect", "Parse", "DevicePut", "end:", "$", "Slinky", "CommonPjRt")

@@ -28,7 +28,7 @@ flags.DEFINE_integer("batch", 250, "Batch size.")
 flags.DEFINE_integer("steps", 8, "Training steps per timing.")
 flags.DEFINE_integer("repeats", 3, "Timings per implementation (the median is reported).")
 flags.DEFINE_integer("threads", 0, "Threads for PyTorch/TensorFlow (0: their default).")
-flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.host_memory) "
+flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.runs.host_memory) "
                   "for the whole process, so every framework runs with it; --nokeep_freed_memory: "
                   "glibc's defaults for all.")
 

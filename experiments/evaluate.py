@@ -5,7 +5,7 @@ per-class precision/recall/F1, of the ensemble of its members or of one member.
   python -m experiments.evaluate --run=speedrun_s0 --tta_views=flip_shift
 
 --tta averages each prediction with the mirror image's (as it always has); --tta_views=NAME picks
-another set of views (fmnist_jax.tta: none, flip, flip_shift) and needs no --tta.
+another set of views (fmnist_jax.evaluation.tta: none, flip, flip_shift) and needs no --tta.
 Reads results/<run>/config.json and checkpoints/<run>/; writes results/<run>/eval_<which>
 [_member<i>][_tta[_<views>]]/ (metrics.json, classification_report.json, confusion_matrix.png,
 misclassified.png). For a run of several members the report is of their soft vote (mean

@@ -3,7 +3,7 @@
   python -m experiments.knn --k=5 --metric=l1
   python -m experiments.knn --k=1,3,5,9,50 --metric=l2 --train_limit=10000 --val_fraction=0.2
 
-Every flag but the folders is a field of fmnist_jax.knn_run.KnnConfig. Writes
+Every flag but the folders is a field of fmnist_jax.knn.run.KnnConfig. Writes
 results/<run>/config.json and summary.json (accuracy per k, seconds, device, versions).
 """
 

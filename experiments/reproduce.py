@@ -1,4 +1,4 @@
-"""Reproduce the README's results table: train every member of the presets' protocols (resuming any
+"""Reproduce the results table (RESULTS.md, and the README's copy): train every member of the presets' protocols (resuming any
 that stopped), record each preset whose members have all finished, and rebuild the table.
 
   python -m experiments.reproduce                               # every preset of the table, cheapest first
@@ -41,9 +41,10 @@ def define_flags(fv) -> None:
     flags.DEFINE_bool("dry_run", False, "Print each member's command and whether it is done; train nothing.",
                       flag_values=fv)
     flags.DEFINE_bool("record", True, "Record each preset whose members have all finished "
-                      "(records/<preset>.json) and rebuild the README's table.", flag_values=fv)
+                      "(records/<preset>.json) and rebuild RESULTS.md and the README's table.", flag_values=fv)
     flags.DEFINE_string("records_dir", str(records.RECORDS_DIR), "Where the records are.", flag_values=fv)
     flags.DEFINE_string("readme", "README.md", "The README whose table is rebuilt.", flag_values=fv)
+    flags.DEFINE_string("results_page", "RESULTS.md", "The results page that is rebuilt.", flag_values=fv)
     cli.define_run_flags(fv, name=False, overwrite=False)
 
 
@@ -96,7 +97,7 @@ def main(fv, args) -> dict:
             print(f"recorded {preset} ({members} member{'s' if members > 1 else ''}) in "
                   f"{Path(fv.records_dir) / (preset + '.json')}")
     if fv.record and not fv.dry_run and any(done.values()):
-        cli.invoke(results, [f"--records_dir={fv.records_dir}", f"--readme={fv.readme}",
+        cli.invoke(results, [f"--records_dir={fv.records_dir}", f"--readme={fv.readme}", f"--results_page={fv.results_page}",
                              f"--results_dir={fv.results_dir}"])
     return done
 

@@ -1,16 +1,17 @@
-"""The README's results table: record finished runs, then regenerate the table from the records.
+"""The results: record finished runs, then regenerate RESULTS.md and the README's table from the records.
 
   python -m experiments.results --record=seed003 --runs=seed003_s0x5     # copy a run's summary into records/
   python -m experiments.results --record=seed003 --runs=a,b,c,d,e        # several runs, one row
   python -m experiments.results                                          # rebuild the table
-  python -m experiments.results --check                                  # exit 1 if the README's table is stale
+  python -m experiments.results --check                                  # exit 1 if either is stale
   python -m experiments.results --record=sr_no_ema --runs=sr_no_ema --ablation_of=speedrun   # an ablation
 
-The table goes between the results-table markers of README.md; records/table.json holds the
-same rows and records/accuracy_vs_minutes.png plots test accuracy against minutes. Records made
-with --ablation_of go instead to the ablation table (between the ablation-table markers, and
-records/ablation_table.json), each set against the base record's run of the same seed. records/
-is tracked: each record is a finished run's summary.json and config.json (fmnist_jax.records).
+RESULTS.md is generated whole: the results table with its notes, the plot of test accuracy against
+minutes (records/accuracy_vs_minutes.png) and the ablation table. The README holds the results
+table without its notes, between its results-table markers. records/table.json and
+records/ablation_table.json hold the same rows. Records made with --ablation_of go to the
+ablation table, each set against the base record's run of the same seed. records/ is tracked:
+each record is a finished run's summary.json and config.json (experiments.tables.records).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from absl import flags
 
 from experiments import cli
-from experiments.tables import ablation_table, records, results_table
+from experiments.tables import ablation_table, records, results_page, results_table
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.runs.files import RunPaths, write_json, write_text
 
@@ -37,8 +38,10 @@ def define_flags(fv) -> None:
                         "change one thing of; the record goes to the ablation table.", flag_values=fv)
     flags.DEFINE_string("records_dir", str(records.RECORDS_DIR), "Where the records are.", flag_values=fv)
     flags.DEFINE_string("readme", "README.md", "The README whose table is rebuilt.", flag_values=fv)
-    flags.DEFINE_bool("check", False, "Only check that the README's table equals the records' "
-                      "table: exit 1 when it is stale; writes nothing.", flag_values=fv)
+    flags.DEFINE_string("results_page", "RESULTS.md", "The generated page of every table and note.",
+                        flag_values=fv)
+    flags.DEFINE_bool("check", False, "Only check that the README's table and the results page equal "
+                      "what the records give: exit 1 when either is stale; writes nothing.", flag_values=fv)
     cli.define_run_flags(fv, name=False, checkpoints=False, overwrite=False, data=False)
 
 
@@ -61,18 +64,21 @@ def main(fv, args) -> list[dict]:
     if not readme.exists():
         raise ConfigError("readme", f"{readme} does not exist.")
     text = readme.read_text()
-    updated = results_table.replace_table(text, results_table.markdown(rows))
-    # A README without ablation markers is fine until there is an ablation to show.
-    if ablations or results_table.has_markers(text, ablation_table.BEGIN, ablation_table.END):
-        updated = results_table.replace_table(updated, ablation_table.markdown(ablations),
-                                              ablation_table.BEGIN, ablation_table.END, "ablation-table")
+    updated = results_table.replace_table(text, results_table.markdown(rows, notes=False))
+    page = Path(fv.results_page)
+    page_text = results_page.render(rows, ablations)
     if fv.check:
-        if updated != text:
-            print(f"{readme}'s results table is stale; run python -m experiments.results", file=sys.stderr)
+        stale = [str(p) for p, now, want in ((readme, text, updated), (page, page.read_text() if page.exists()
+                                             else None, page_text)) if now != want]
+        if stale:
+            print(f"{' and '.join(stale)} {'is' if len(stale) == 1 else 'are'} stale; run python -m "
+                  "experiments.results", file=sys.stderr)
             sys.exit(1)
-        print(f"{readme}'s results table is up to date ({len(rows)} rows, {len(ablations)} ablation rows).")
+        print(f"{readme}'s results table and {page} are up to date ({len(rows)} rows, "
+              f"{len(ablations)} ablation rows).")
         return rows
     write_text(readme, updated)
+    write_text(page, page_text)
     out = Path(fv.records_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "table.json", rows)
@@ -80,9 +86,9 @@ def main(fv, args) -> list[dict]:
         write_json(out / "ablation_table.json", ablations)
     if rows:
         results_table.plot(rows, out / "accuracy_vs_minutes.png")
-    print(f"{len(rows)} rows written to {readme}'s results table, {out / 'table.json'}"
+    print(f"{len(rows)} rows written to {page}, {readme}'s results table, {out / 'table.json'}"
           + (f" and {out / 'accuracy_vs_minutes.png'}" if rows else "")
-          + (f"; {len(ablations)} to its ablation table" if ablations else ""))
+          + (f"; {len(ablations)} to the ablation table" if ablations else ""))
     return rows
 
 

@@ -19,7 +19,7 @@ def folders(synthetic_dir, tmp_path):
     readme.write_text(f"# R\n\n{results_table.BEGIN}\n{results_table.END}\n")
     return [f"--data_dir={synthetic_dir[0]}", f"--results_dir={tmp_path / 'results'}",
             f"--checkpoint_dir={tmp_path / 'checkpoints'}", f"--records_dir={tmp_path / 'records'}",
-            f"--readme={readme}"], tmp_path
+            f"--readme={readme}", f"--results_page={tmp_path / 'RESULTS.md'}"], tmp_path
 
 
 def test_members_train_once_each_then_are_recorded_together(folders, capsys):

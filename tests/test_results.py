@@ -23,7 +23,7 @@ def folders(mlp_ensemble, tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     return [f"--results_dir={run_dir.parent}", f"--records_dir={tmp_path / 'records'}",
-            f"--readme={readme}"], readme, tmp_path / "records", run_dir
+            f"--readme={readme}", f"--results_page={tmp_path / 'RESULTS.md'}"], readme, tmp_path / "records", run_dir
 
 
 def test_a_summary_records_its_command_wall_clock_and_start(mlp_ensemble):
@@ -55,7 +55,11 @@ def test_record_then_table_then_check(folders, capsys):
     # The table's command drops the run's local folders; the record keeps them.
     assert "--results_dir=" in summary["invocation"]["command"]
     assert row["command"] == results_table.portable_command(summary["invocation"]["command"])
-    assert f"`{row['command']}`" in text and "_dir=" not in row["command"] and "[1] two tiny members" in text
+    assert f"`{row['command']}`" in text and "_dir=" not in row["command"]
+    # The README's copy points to the note; the results page has the table and its note.
+    assert "[1] two tiny members" not in text and "RESULTS.md" in text
+    page = (readme.parent / "RESULTS.md").read_text()
+    assert page.startswith("# Results") and f"`{row['command']}`" in page and "[1] two tiny members" in page
     assert json.loads((records_dir / "table.json").read_text()) == rows
     assert (records_dir / "accuracy_vs_minutes.png").stat().st_size > 0
 
@@ -67,6 +71,11 @@ def test_record_then_table_then_check(folders, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.invoke(results, ["--check", *flags])
     assert exit_info.value.code == 1
+    readme.write_text(text)
+    (readme.parent / "RESULTS.md").write_text(page.replace("two tiny", "two edited"))
+    with pytest.raises(SystemExit) as exit_info:
+        cli.invoke(results, ["--check", *flags])
+    assert exit_info.value.code == 1 and "RESULTS.md is stale" in capsys.readouterr().err
     # Re-recording without --notes keeps the note.
     cli.invoke(results, ["--record=tiny", "--runs=mlp2", *flags])
     assert json.loads((records_dir / "tiny.json").read_text())["notes"] == "two tiny members"
@@ -80,7 +89,8 @@ def test_a_resumed_run_counts_training_time_only(folders, tmp_path, mlp_ensemble
     summary = cli.invoke(cnn, ["--epochs=2", *base])
     assert summary["started_at_epoch"] == 1
     [row] = cli.invoke(results, ["--record=grow", "--runs=grow", f"--results_dir={tmp_path / 'r'}",
-                                 f"--records_dir={records_dir}", f"--readme={readme}"])
+                                 f"--records_dir={records_dir}", f"--readme={readme}",
+                                 f"--results_page={readme.parent / 'RESULTS.md'}"])
     assert not row["minutes_are_wall_clock"]
     assert row["minutes"] == pytest.approx(summary["train_seconds"] / 60)
     assert "(training only, resumed)" in readme.read_text()
@@ -207,11 +217,11 @@ def test_an_ablation_without_its_base_is_one_sentence():
 
 def test_recording_an_ablation_fills_the_ablation_table(folders):
     flags, readme, records_dir, _ = folders
-    readme.write_text(README + f"\n{ablation_table.BEGIN}\n{ablation_table.END}\n")
     cli.invoke(results, ["--record=tiny", "--runs=mlp2", *flags])
     rows = cli.invoke(results, ["--record=tiny_again", "--runs=mlp2", "--ablation_of=tiny", *flags])
     assert [r["name"] for r in rows] == ["tiny"]          # the ablation is not a results row
     assert json.loads((records_dir / "tiny_again.json").read_text())["ablation_of"] == "tiny"
     [base, again] = json.loads((records_dir / "ablation_table.json").read_text())
     assert again["change"] == "nothing" and again["test_delta"] == 0 and base["name"] == "tiny"
-    assert "| tiny_again | nothing |" in readme.read_text()
+    assert "| tiny_again | nothing |" in (readme.parent / "RESULTS.md").read_text()
+    assert "tiny_again" not in readme.read_text()          # the README shows the results table only

@@ -1,10 +1,11 @@
-"""The README's results table, built from the committed records (`fmnist_jax.records`).
+"""The results table, built from the committed records (`experiments.tables.records`).
 
 One row per record: what was trained, the earlier project's number (or the preset's target), our
 test accuracy (mean ± std over members, their ensemble, and with the run's test-time augmentation),
 epochs, wall-clock minutes from the command's start, training images per second, the machine
-and the command. `write_readme` puts the table between two marker lines of README.md; the same
-rows go to records/table.json, and a plot of test accuracy against minutes next to it.
+and the command. `experiments.results` puts it between two marker lines of README.md (without
+its notes) and into RESULTS.md (with them); the same rows go to records/table.json, and a plot of
+test accuracy against minutes next to it.
 """
 
 from __future__ import annotations
@@ -128,14 +129,15 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f}%"
 
 
-def markdown(rows: Sequence[dict]) -> str:
-    """The rows as a Markdown table, with numbered notes under it."""
+def markdown(rows: Sequence[dict], notes: bool = True) -> str:
+    """The rows as a Markdown table, with numbered notes under it (without `notes`, a row with a
+    note says where its note is: RESULTS.md)."""
     if not rows:
         return "No runs are recorded yet (see `python -m experiments.results --help`).\n"
     lines = ["| run | what | earlier / target | test accuracy | ensemble | with TTA | epochs | "
              "minutes | img/s | machine | command |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    notes = []
+    with_notes, notes = notes, []
     for r in rows:
         accuracy = _pct(r["test_accuracy_mean"]) + (f" ± {100 * r['test_accuracy_std']:.2f} "
                                                      f"({r['members']} members)" if r["members"] > 1 else "")
@@ -152,7 +154,10 @@ def markdown(rows: Sequence[dict]) -> str:
         lines.append(f"| {name} | {r['what']} | {r['reference'] or '–'} | {accuracy} | "
                      f"{_pct(r['ensemble_accuracy'])} | {tta} | {r['epochs']} | {minutes} | {ips} | "
                      f"{r['machine']} | `{r['command']}` |")
-    lines += [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    if with_notes:
+        lines += [""] + [f"[{i}] {n}" for i, n in enumerate(notes, 1)]
+    elif notes:
+        lines += ["", "[n]: the row's note, in [RESULTS.md](RESULTS.md)."]
     return "\n".join(lines).rstrip() + "\n"
 
 

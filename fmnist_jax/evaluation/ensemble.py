@@ -1,7 +1,7 @@
 """Scoring the members of a run together: each member, mean ± std, and the ensemble vote.
 
 The ensemble predicts the class of highest mean softmax over members (soft voting). Flip TTA
-(and the other test-time augmentations of `fmnist_jax.tta`) averages each member's softmax over
+(and the other test-time augmentations of `fmnist_jax.evaluation.tta`) averages each member's softmax over
 the views of each image before anything else.
 """
 

@@ -1,7 +1,7 @@
 """A trained run scored on the test set: summary.json, history.png and a one-line headline.
 
 Every member's best-validation variables and final variables are evaluated once, plain and with
-the config's test-time augmentation (TrainConfig.tta, flip unless set; see `fmnist_jax.tta`);
+the config's test-time augmentation (TrainConfig.tta, flip unless set; see `fmnist_jax.evaluation.tta`);
 the summary holds each member's accuracy, their mean ± std and the
 ensemble's (mean softmax).
 """
