@@ -200,16 +200,11 @@ def as_record(cfg: TrainConfig) -> dict[str, Any]:
     return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
 
 
-# Field names of records written before the batch fields took their flags' names.
-_RENAMED = {"batch_size": "batch", "eval_batch_size": "eval_batch"}
-
-
 def from_record(record: dict[str, Any]) -> TrainConfig:
     """The TrainConfig of a config.json record (extra keys ignored, missing fields defaulted)."""
     known = {f.name: f for f in fields()}
     values = {}
     for key, value in record.items():
-        key = _RENAMED.get(key, key)
         if key in known:
             values[key] = tuple(value) if isinstance(known[key].default, tuple) else value
     return TrainConfig(**values)

@@ -46,12 +46,6 @@ def test_presets_are_valid_and_state_their_command_and_number(name):
     assert name == "demo" or "%" in doc          # the earlier project's number
 
 
-def test_old_records_load_with_their_field_names():
-    record = config.as_record(TINY) | {"members": []}
-    record["batch_size"] = record.pop("batch")
-    assert config.from_record(record) == TINY
-
-
 def test_a_run_recorded_before_a_field_existed_resumes_with_its_default():
     record = files.config_record(TINY, [])
     for name in ("ema_decay", "bias_lr_scale", "translate_pixels", "tta", "epoch_passes"):
