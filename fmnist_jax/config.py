@@ -18,7 +18,8 @@ from typing import Any, Mapping
 from flax.core import FrozenDict
 
 from fmnist_jax import models
-from fmnist_jax.data import augment, datasets
+from fmnist_jax.data import augment as augment_lib
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import ConfigError
 from fmnist_jax.evaluation import tta
 from fmnist_jax.models import layers
@@ -27,6 +28,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "cosine", "onecycle")
 SPLITS = ("random", "stratified", "ordered")
 MEMBER_EXECUTIONS = ("auto", "vmap", "map")
+SELECTIONS = ("val_accuracy", "val_loss")
 
 # Hyper-parameters that do not change shapes: members of one program may each have their own
 # (they live in the training state as arrays, see train.HParams), so a sweep grids over them.
@@ -65,6 +67,7 @@ class TrainConfig:
     optimizer: str = _field("adam", "adam (L2 through the gradient, as Keras), adamw (decoupled "
                             "decay) or sgd (Nesterov momentum).", OPTIMIZERS)
     lr: float = _field(1e-3, "Peak learning rate.")
+    adam_eps: float = _field(1e-8, "Epsilon of adam and adamw (optax and Keras 2.0: 1e-8; tf.keras: 1e-7).")
     schedule: str = _field("constant", "Learning-rate schedule.", SCHEDULES)
     warmup_epochs: float = _field(0.0, "Linear learning-rate warm-up in epochs (constant and cosine).")
     weight_decay: float = _field(0.0, "Weight decay (decoupled for adamw, L2 otherwise).")
@@ -75,13 +78,43 @@ class TrainConfig:
                               "validation, best-epoch selection, test, predict and export then use "
                               "(0: off). The decay at step t is min(ema_decay, (1 + t) / (10 + t)).")
     # Regularisation.
+    l2: float = _field(0.0, "Keras-style L2 regularisation: adds l2 * (sum of squares) of the kernels the "
+                       "model marks as regularized (its `regularized` method) to the training and "
+                       "validation loss (0: off). Unlike weight_decay, it touches those kernels only.")
     dropout_scale: float = _field(1.0, "Multiplies every dropout rate of the model (0: no dropout).")
     label_smoothing: float = _field(0.0, "Label smoothing of the cross-entropy targets.")
     augment: tuple[str, ...] = _field(("flip", "erase"), "Training augmentations, in this order "
-                                      "(none: no augmentation).", augment.TRANSFORMS)
+                                      "(none: no augmentation).", augment_lib.TRANSFORMS)
     erase_p: float = _field(0.5, "Probability of random erasing per image.")
     translate_pixels: int = _field(2, "Largest shift of the translate augmentation along each axis, in "
                                    "pixels (uniform integer shifts, background fill).")
+    erase_area: tuple[float, ...] = _field((0.02, 0.4), "Random erasing: the rectangle's area, as a "
+                                           "range of fractions of the image.")
+    erase_aspect: tuple[float, ...] = _field((0.3, 1 / 0.3), "Random erasing: the range of the "
+                                             "rectangle's height / width.")
+    erase_fill: str = _field("pixel", "Random erasing fills the rectangle with uniform values in "
+                             "[0, erase_max]: one per pixel, or one for the whole rectangle.",
+                             augment_lib.ERASE_FILLS)
+    erase_max: float = _field(1.0, "Random erasing: the largest fill value (1: white).")
+    erase_sampler: str = _field("fit", "Random erasing's rectangle: fit (a size that fits, then a "
+                                "position where it fits) or reject (a size and a corner, redrawn "
+                                "together until the rectangle fits, as the Keras projects' eraser).",
+                                augment_lib.ERASE_SAMPLERS)
+    rotate_degrees: float = _field(10.0, "rotate: the largest angle, in degrees (nearest-neighbour, "
+                                   "edge fill).")
+    vshift_fraction: float = _field(0.2, "vshift: the largest vertical shift, as a fraction of the "
+                                    "height (bilinear, edge fill).")
+    brightness_range: tuple[float, ...] = _field((0.5, 1.5), "brightness: the range of the factor "
+                                                 "applied after stretching each image to a maximum of 1.")
+    fixed_copies: int = _field(0, "Augmented copies of every training image made once, before "
+                               "training, with copy_augment (the Keras notebooks' offline "
+                               "augmentation); the pool of originals and copies is then the training "
+                               "set (0: none).")
+    copy_augment: tuple[str, ...] = _field(("flip",), "The augmentations of the fixed copies.",
+                                           augment_lib.TRANSFORMS)
+    copies_before_split: bool = _field(False, "Make the fixed copies of every image before the "
+                                       "validation split (seed 003: copies may validate while "
+                                       "their original trains); otherwise of the training split only.")
     tta: str = _field("flip", "Test-time augmentation of the final test report (summary.json): the "
                       "softmax averaged over these views of each image. none, flip (mirror) or "
                       "flip_shift (mirror and ±1-pixel shifts).", tuple(tta.VIEWS))
@@ -96,7 +129,10 @@ class TrainConfig:
                         "together as one program; the summary gives each, mean ± std and their "
                         "ensemble.")
     split_per_seed: bool = _field(False, "Each member draws its own validation split from its "
-                                  "seed (seed 003's protocol); otherwise all share the split of seed.")
+                                  "seed; otherwise all share the split of seed.")
+    select: str = _field("val_accuracy", "What picks each member's best epoch (the checkpoint the "
+                         "summary scores first): the highest validation accuracy or the lowest "
+                         "validation loss.", SELECTIONS)
     # How it executes (the same results to float rounding).
     eval_batch: int = _field(1000, "Evaluation batch size.")
     conv_impl: str = _field("auto", "Convolution implementation: auto (winograd on CPU, "
@@ -142,14 +178,38 @@ class TrainConfig:
             raise ConfigError("bias_lr_scale", f"must be positive, got {self.bias_lr_scale}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("ema_decay", f"must be in [0, 1) (0: off), got {self.ema_decay}.")
+        if self.fixed_copies < 0:
+            raise ConfigError("fixed_copies", f"must be 0 (none) or positive, got {self.fixed_copies}.")
+        if self.fixed_copies and self.split_per_seed:
+            raise ConfigError("fixed_copies", "are made once for the run, so every member must share "
+                                              "the split: drop split_per_seed.")
+        for name, bounds in (("erase_area", (0.0, 1.0)), ("erase_aspect", (0.0, float("inf"))),
+                             ("brightness_range", (0.0, float("inf")))):
+            low, high = (getattr(self, name) + (None, None))[:2]
+            if len(getattr(self, name)) != 2 or not bounds[0] < low <= high <= bounds[1]:
+                raise ConfigError(name, f"must be two numbers low,high with {bounds[0]} < low <= high"
+                                        f"{' <= 1' if bounds[1] == 1 else ''}, got {getattr(self, name)}.")
+        if not 0.0 < self.erase_max <= 1.0:
+            raise ConfigError("erase_max", f"must be in (0, 1], got {self.erase_max}.")
+        if not 0.0 <= self.rotate_degrees <= 180.0:
+            raise ConfigError("rotate_degrees", f"must be in [0, 180], got {self.rotate_degrees}.")
+        if not 0.0 <= self.vshift_fraction < 1.0:
+            raise ConfigError("vshift_fraction", f"must be in [0, 1), got {self.vshift_fraction}.")
+        if not self.adam_eps > 0:
+            raise ConfigError("adam_eps", f"must be positive, got {self.adam_eps}.")
+        if not self.l2 >= 0:
+            raise ConfigError("l2", f"must be at least 0, got {self.l2}.")
         if self.split_per_seed and self.split == "ordered":
             raise ConfigError("split", "'ordered' gives every member the same images, so it cannot be "
                                        "split per seed; use random or stratified.")
         check_hparams(**{name: getattr(self, name) for name in HPARAM_NAMES})
         try:
-            models.create(self.model, **self.model_args)
+            model = models.create(self.model, **self.model_args)
         except (models.UnknownModelError, TypeError, ValueError) as e:
             raise ConfigError("model_args", f"does not suit {self.model}: {e}") from None
+        if self.l2 and not hasattr(model, "regularized"):
+            raise ConfigError("l2", f"needs a model that marks its regularized kernels; {self.model} marks "
+                                    "none (use weight_decay).")
 
 
 def check_hparams(lr, weight_decay, dropout_scale, erase_p, label_smoothing) -> None:

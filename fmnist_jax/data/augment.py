@@ -60,17 +60,34 @@ def random_translate(key, image, pixels: int = 2):
     return jax.lax.dynamic_slice(padded, (pixels - dy, pixels - dx, 0), image.shape)
 
 
+ERASE_SAMPLERS = ("fit", "reject")
+ERASE_FILLS = ("pixel", "rectangle")
+
+
 def erasing_rectangle(key, height: int, width: int, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3),
-                      tries: int = 10):
+                      tries: int = 10, sampler: str = "fit"):
     """(top, left, h, w, found) of a random-erasing rectangle (Zhong et al. 2017).
 
-    Area is uniform in `area` x H*W and the aspect ratio h/w uniform in `aspect`; a draw that
-    does not fit is redrawn, up to `tries` times in parallel (the first that fits wins), and the
-    position is uniform among the positions where it fits.
+    Area is uniform in `area` x H*W and the aspect ratio h/w uniform in `aspect`.
+
+    sampler "fit": sizes rounded; a size that does not fit is redrawn, up to `tries` times in
+    parallel (the first that fits wins), and the position is uniform among the positions where
+    it fits. sampler "reject": the sampler of the random-erasing code the Keras projects used
+    (yu4u's cutout-random-erasing): sizes floored, the top-left corner uniform over the whole
+    image, and the whole draw (size and corner) rejected until the rectangle fits, up to `tries`
+    draws in parallel. Rejection favours small rectangles: its mean erased area is smaller.
     """
     k_area, k_aspect, k_top, k_left = jax.random.split(key, 4)
     s = jax.random.uniform(k_area, (tries,), minval=area[0], maxval=area[1]) * height * width
     r = jax.random.uniform(k_aspect, (tries,), minval=aspect[0], maxval=aspect[1])
+    if sampler == "reject":
+        h = jnp.floor(jnp.sqrt(s * r)).astype(jnp.int32)
+        w = jnp.floor(jnp.sqrt(s / r)).astype(jnp.int32)
+        top = jax.random.randint(k_top, (tries,), 0, height)
+        left = jax.random.randint(k_left, (tries,), 0, width)
+        fits = (top + h <= height) & (left + w <= width)
+        first = jnp.argmax(fits)
+        return top[first], left[first], h[first], w[first], fits.any()
     h = jnp.round(jnp.sqrt(s * r)).astype(jnp.int32)
     w = jnp.round(jnp.sqrt(s / r)).astype(jnp.int32)
     fits = (h >= 1) & (w >= 1) & (h <= height) & (w <= width)
@@ -82,17 +99,60 @@ def erasing_rectangle(key, height: int, width: int, area=(0.02, 0.4), aspect=(0.
 
 
 def random_erasing(key, image, p: float = 0.5, area=(0.02, 0.4), aspect=(0.3, 1 / 0.3),
-                   fill_range=(0.0, 1.0)):
-    """With probability p, replaces a random rectangle by uniform random values (per pixel)."""
+                   fill_range=(0.0, 1.0), fill: str = "pixel", sampler: str = "fit"):
+    """With probability p, replaces a random rectangle (see `erasing_rectangle`) by uniform random
+    values in `fill_range`: one per pixel (fill "pixel") or one for the whole rectangle ("rectangle")."""
     k_apply, k_rect, k_fill = jax.random.split(key, 3)
     height, width = image.shape[:2]
-    top, left, h, w, found = erasing_rectangle(k_rect, height, width, area, aspect)
+    top, left, h, w, found = erasing_rectangle(k_rect, height, width, area, aspect,
+                                               tries=32 if sampler == "reject" else 10, sampler=sampler)
     rows = jnp.arange(height)[:, None, None]
     cols = jnp.arange(width)[None, :, None]
     inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
     erase = inside & found & jax.random.bernoulli(k_apply, p)
-    noise = jax.random.uniform(k_fill, image.shape, image.dtype, fill_range[0], fill_range[1])
-    return jnp.where(erase, noise, image)
+    shape = image.shape if fill == "pixel" else ()
+    values = jax.random.uniform(k_fill, shape, image.dtype, fill_range[0], fill_range[1])
+    return jnp.where(erase, values, image)
+
+
+def _resample(image, src_r, src_c, order: int, mode: str):
+    """image [H, W, C] sampled at (src_r, src_c) [H, W] per channel."""
+    def one(channel):
+        return ndimage.map_coordinates(channel, [src_r, src_c], order=order, mode=mode, cval=0.0)
+    return jnp.moveaxis(jax.vmap(one, in_axes=-1)(image), 0, -1)
+
+
+def random_rotation(key, image, degrees: float = 10.0):
+    """Rotates by an angle uniform in ±degrees about the image centre, nearest-neighbour resampling
+    and the edge pixels repeated outside (Keras 2.0's ImageDataGenerator(rotation_range,
+    fill_mode="nearest"), which resampled rotations with order 0)."""
+    theta = jnp.deg2rad(jax.random.uniform(key, (), minval=-degrees, maxval=degrees))
+    height, width = image.shape[:2]
+    cy, cx = (height - 1) / 2, (width - 1) / 2
+    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+    cos, sin = jnp.cos(theta), jnp.sin(theta)
+    src_r = cos * (rows - cy) - sin * (cols - cx) + cy
+    src_c = sin * (rows - cy) + cos * (cols - cx) + cx
+    return _resample(image, src_r, src_c, order=0, mode="nearest")
+
+
+def random_vertical_shift(key, image, fraction: float = 0.2):
+    """Moves the image up or down by a uniform ±fraction of its height (sub-pixel, bilinear), the
+    edge rows repeated into what moves in (Keras' height_shift_range with fill_mode="nearest")."""
+    height, width = image.shape[:2]
+    dy = jax.random.uniform(key, (), minval=-fraction, maxval=fraction) * height
+    rows, cols = jnp.meshgrid(jnp.arange(height), jnp.arange(width), indexing="ij")
+    return _resample(image, rows - dy, cols.astype(jnp.float32), order=1, mode="nearest")
+
+
+def random_brightness(key, image, low: float = 0.5, high: float = 1.5):
+    """Stretches the image so that its brightest pixel is 1, then multiplies it by a factor
+    uniform in [low, high] and clips to [0, 1], on a 256-level grid as Keras' brightness_range did
+    (it went through an 8-bit PIL image: `array_to_img` stretched each image to a maximum of 255)."""
+    peak = jnp.max(image)
+    stretched = jnp.floor(jnp.where(peak > 0, image / jnp.maximum(peak, 1e-12), image) * 255.0)
+    factor = jax.random.uniform(key, (), minval=low, maxval=high)
+    return jnp.clip(jnp.round(stretched * factor), 0.0, 255.0) / 255.0
 
 
 def random_shift_zoom(key, image, shift: float = 0.1, zoom: float = 0.1):
@@ -110,10 +170,7 @@ def random_shift_zoom(key, image, shift: float = 0.1, zoom: float = 0.1):
     src_r = (rows - cy) * zy + cy - dy
     src_c = (cols - cx) * zx + cx - dx
 
-    def resample(channel):
-        return ndimage.map_coordinates(channel, [src_r, src_c], order=1, mode="constant", cval=0.0)
-
-    return jnp.moveaxis(jax.vmap(resample, in_axes=-1)(image), 0, -1)
+    return _resample(image, src_r, src_c, order=1, mode="constant")
 
 
 TRANSFORMS: dict[str, Transform] = {
@@ -122,6 +179,9 @@ TRANSFORMS: dict[str, Transform] = {
     "translate": random_translate,
     "erase": random_erasing,
     "shift_zoom": random_shift_zoom,
+    "rotate": random_rotation,
+    "vshift": random_vertical_shift,
+    "brightness": random_brightness,
 }
 
 # Transforms called as fn(key, image, where, **options).

@@ -65,6 +65,8 @@ def summarize(run, invocation: dict | None = None) -> dict:
         "epochs": len(run.history),
         "best_epoch": np.asarray(state.best_epoch).tolist(),
         "best_val_accuracy": np.asarray(state.best_val_accuracy).tolist(),
+        "best_val_loss": np.asarray(state.best_val_loss).tolist(),
+        "select": cfg.select,
         "test_accuracy_best": best["plain"]["mean_accuracy"],
         "test_accuracy_best_std": best["plain"]["std_accuracy"],
         "ensemble_test_accuracy_best": best["plain"]["ensemble_accuracy"],

@@ -162,8 +162,12 @@ def init(setup: RunSetup, programs: Programs) -> RunState:
 
 
 def validate(setup: RunSetup, programs: Programs, variables) -> dict:
-    """Each member's loss and accuracy on its own validation split ({name: [M]})."""
-    return programs.evaluate(variables, setup.x, setup.y, setup.val_idx)
+    """Each member's loss and accuracy on its own validation split ({name: [M]}); the loss
+    includes the L2 term of the regularized kernels (TrainConfig.l2), as Keras' val_loss does."""
+    val = programs.evaluate(variables, setup.x, setup.y, setup.val_idx)
+    if setup.cfg.l2:
+        val["loss"] = val["loss"] + np.asarray(jax.device_get(programs.penalty(variables)))
+    return val
 
 
 def train_epoch(setup: RunSetup, programs: Programs, state: RunState, epoch: int,
@@ -215,8 +219,10 @@ def epochs(setup: RunSetup, programs: Programs, state: RunState, start_epoch: in
         seconds = time.perf_counter() - started
         train_loss = sums["loss"] / sums["count"]
         _check_finite(setup.members, train_loss, epoch)
-        val = validate(setup, programs, step.variables_of(state.train))
-        state = programs.keep_best(state, jnp.asarray(val["accuracy"], jnp.float32), epoch + 1)
+        variables = step.variables_of(state.train)
+        val = validate(setup, programs, variables)
+        state = programs.keep_best(state, jnp.asarray(val["accuracy"], jnp.float32),
+                                   jnp.asarray(val["loss"], jnp.float32), epoch + 1)
         yield EpochResult(
             epoch=epoch + 1, seconds=seconds,
             images_per_second=float(sums["count"].sum()) * (1 - start_step / setup.steps_per_epoch) / seconds,

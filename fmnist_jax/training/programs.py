@@ -30,13 +30,15 @@ from fmnist_jax.training import sharding, step
 class RunState:
     """Everything a run checkpoints; every array has the member axis first.
 
-    `best` holds each member's parameters and batch statistics from its epoch of highest
-    validation accuracy (the earliest among equals); `best_epoch` is 0 before the first epoch.
+    `best` holds each member's parameters and batch statistics from its best epoch (highest
+    validation accuracy, or lowest validation loss: TrainConfig.select; the earliest among
+    equals), with that epoch's validation accuracy and loss; `best_epoch` is 0 before the first.
     """
     train: step.TrainState
     best: dict
     best_val_accuracy: jax.Array
     best_epoch: jax.Array
+    best_val_loss: jax.Array
 
 
 class Programs(NamedTuple):
@@ -45,7 +47,8 @@ class Programs(NamedTuple):
     init: Callable        # (init keys [M], hparams [M], images [M, n] or None) -> RunState
     run_steps: Callable   # (TrainState [M], x, y, batch idx [M, S, B], loop keys, data keys) -> (state, sums [M])
     batches: Callable     # (data keys [M], train idx [M, n], epoch) -> batch idx [M, steps, B]
-    keep_best: Callable   # (RunState, val accuracy [M], epoch) -> RunState
+    keep_best: Callable   # (RunState, val accuracy [M], val loss [M], epoch) -> RunState
+    penalty: Callable     # (variables [M]) -> the L2 term of each member's loss [M] (TrainConfig.l2)
     evaluate: Callable    # scoring.make_member_evaluate
     predict: Callable     # scoring.make_member_predict
 
@@ -55,7 +58,8 @@ def fresh_run_state(init_member: Callable) -> Callable:
     def init(key, hparams, images=None):
         state = init_member(key, hparams, images)
         return RunState(train=state, best=step.variables_of(state),
-                        best_val_accuracy=jnp.asarray(-1.0, jnp.float32), best_epoch=jnp.asarray(0, jnp.int32))
+                        best_val_accuracy=jnp.asarray(-1.0, jnp.float32), best_epoch=jnp.asarray(0, jnp.int32),
+                        best_val_loss=jnp.asarray(jnp.inf, jnp.float32))
     return init
 
 
@@ -83,7 +87,10 @@ def make_programs(cfg: TrainConfig, steps_per_epoch: int, n_train: int, mesh, ex
         # The epoch is traced (fold_in takes an array), so one program serves every epoch.
         batches=jax.jit(jax.vmap(member_batches, in_axes=(0, 0, None)),
                         out_shardings=sharding.batch_sharding(mesh)),
-        keep_best=jax.jit(keep_best, donate_argnums=(0,), out_shardings=by_member),
+        keep_best=jax.jit(functools.partial(keep_best, select=cfg.select), donate_argnums=(0,),
+                          out_shardings=by_member),
+        penalty=jax.jit(jax.vmap(lambda v: cfg.l2 * step.l2_penalty(model, v["params"]) if cfg.l2
+                                 else jnp.zeros((), jnp.float32))),
         evaluate=scoring.make_member_evaluate(apply_fn, cfg.eval_batch, execution),
         predict=scoring.make_member_predict(apply_fn, cfg.eval_batch, execution))
 
@@ -107,9 +114,10 @@ def abstract_run_state(cfg: TrainConfig, members: Sequence[members_lib.Member], 
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=by_member), shapes)
 
 
-def keep_best(state: RunState, val_accuracy, epoch) -> RunState:
-    """Members whose validation accuracy beat their best take the current variables as best."""
-    better = val_accuracy > state.best_val_accuracy
+def keep_best(state: RunState, val_accuracy, val_loss, epoch, select: str = "val_accuracy") -> RunState:
+    """Members whose validation score beat their best (a higher accuracy, or with select="val_loss"
+    a lower loss) take the current variables as best."""
+    better = val_loss < state.best_val_loss if select == "val_loss" else val_accuracy > state.best_val_accuracy
 
     def pick(new, old):
         return jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
@@ -117,4 +125,5 @@ def keep_best(state: RunState, val_accuracy, epoch) -> RunState:
     return state.replace(
         best=jax.tree.map(pick, step.variables_of(state.train), state.best),
         best_val_accuracy=jnp.where(better, val_accuracy, state.best_val_accuracy),
-        best_epoch=jnp.where(better, epoch, state.best_epoch))
+        best_epoch=jnp.where(better, epoch, state.best_epoch),
+        best_val_loss=jnp.where(better, val_loss, state.best_val_loss))

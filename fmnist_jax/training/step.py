@@ -122,9 +122,9 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, hparams: HParams | No
     lr = learning_rate_schedule(cfg, steps_per_epoch, hp.lr)
     if cfg.optimizer == "adam":
         # L2 penalty through the gradient, as Keras' kernel_regularizer.
-        tx = optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.adam(lr))
+        tx = optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.adam(lr, eps=cfg.adam_eps))
     elif cfg.optimizer == "adamw":
-        tx = optax.adamw(lr, weight_decay=hp.weight_decay)
+        tx = optax.adamw(lr, eps=cfg.adam_eps, weight_decay=hp.weight_decay)
     else:
         tx = optax.chain(optax.add_decayed_weights(hp.weight_decay),
                          optax.sgd(lr, momentum=cfg.momentum, nesterov=True))
@@ -141,10 +141,27 @@ def build_model(cfg: TrainConfig) -> nn.Module:
     return models.create(cfg.model, **cfg.model_args, conv_impl=layers.resolve_conv_impl(cfg.conv_impl))
 
 
+def augment_options(cfg: TrainConfig, erase_p=None) -> dict:
+    """Each transform's keyword arguments from the config; `erase_p` (default cfg.erase_p) may be traced."""
+    return {"erase": {"p": cfg.erase_p if erase_p is None else erase_p, "area": cfg.erase_area,
+                      "aspect": cfg.erase_aspect, "fill_range": (0.0, cfg.erase_max), "fill": cfg.erase_fill,
+                      "sampler": cfg.erase_sampler},
+            "translate": {"pixels": cfg.translate_pixels}, "rotate": {"degrees": cfg.rotate_degrees},
+            "vshift": {"fraction": cfg.vshift_fraction},
+            "brightness": {"low": cfg.brightness_range[0], "high": cfg.brightness_range[1]}}
+
+
 def build_augment(cfg: TrainConfig, erase_p=None):
     """The config's augmentation pipeline; `erase_p` (default cfg.erase_p) may be traced."""
-    return augment_lib.pipeline(cfg.augment, erase={"p": cfg.erase_p if erase_p is None else erase_p},
-                                translate={"pixels": cfg.translate_pixels})
+    return augment_lib.pipeline(cfg.augment, **augment_options(cfg, erase_p))
+
+
+def l2_penalty(model: nn.Module, params) -> jax.Array:
+    """Sum of squares of the kernels `model.regularized(path)` marks (Keras' kernel_regularizer=l2)."""
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    marked = [leaf for path, leaf in leaves
+              if model.regularized(tuple(getattr(k, "key", str(k)) for k in path))]
+    return sum((jnp.sum(jnp.square(leaf)) for leaf in marked), jnp.zeros((), jnp.float32))
 
 
 # The largest value of a 32-bit fold_in: epoch numbers (the other use of the data key) never reach it.
@@ -215,6 +232,8 @@ def make_train_step(model: nn.Module, cfg: TrainConfig, steps_per_epoch: int):
                 {"params": params, "batch_stats": state.batch_stats}, x, train=True,
                 dropout_scale=hp.dropout_scale, rngs={"dropout": dropout_key}, mutable=["batch_stats"])
             loss = cross_entropy(logits, labels, hp.label_smoothing)
+            if cfg.l2:          # the regularized kernels' penalty is part of every example's loss
+                loss = loss + cfg.l2 * l2_penalty(model, params)
             return loss.mean(), (logits, loss, updates)
 
         grads, (logits, loss, updates) = jax.grad(loss_fn, has_aux=True)(state.params)
