@@ -49,8 +49,9 @@ def _field(default, help: str, choices: tuple | None = None):
 class TrainConfig:
     """Everything that defines a training run (recorded in its config.json).
 
-    The defaults are seed 002's recipe: its net, Adam at 1e-3, batch 250, 100 epochs, the first
-    85% of the training images to train on and the last 15% to validate, flip + random erasing.
+    The defaults are seed 002's recipe as its README tells it: its net, Adam at 1e-3, batch 250,
+    100 epochs, the first 85% of the training images to train on and the last 15% to validate,
+    flip + random erasing drawn anew every epoch. `--preset=seed002` is the protocol of its code.
     """
     # What is trained, on what.
     model: str = _field("seed002", "Network from the zoo.", tuple(models.names()))
@@ -130,6 +131,8 @@ class TrainConfig:
                         "ensemble.")
     split_per_seed: bool = _field(False, "Each member draws its own validation split from its "
                                   "seed; otherwise all share the split of seed.")
+    data_seed: int = _field(-1, "Seed of the validation split and of the fixed copies (-1: the run's "
+                            "seed): members trained as separate runs share their data with it.")
     select: str = _field("val_accuracy", "What picks each member's best epoch (the checkpoint the "
                          "summary scores first): the highest validation accuracy or the lowest "
                          "validation loss.", SELECTIONS)
@@ -180,6 +183,8 @@ class TrainConfig:
             raise ConfigError("ema_decay", f"must be in [0, 1) (0: off), got {self.ema_decay}.")
         if self.fixed_copies < 0:
             raise ConfigError("fixed_copies", f"must be 0 (none) or positive, got {self.fixed_copies}.")
+        if self.fixed_copies and set(self.copy_augment) & augment_lib.NEEDS_WHERE:
+            raise ConfigError("copy_augment", "cannot use alt_flip: a fixed copy has no epoch; use flip.")
         if self.fixed_copies and self.split_per_seed:
             raise ConfigError("fixed_copies", "are made once for the run, so every member must share "
                                               "the split: drop split_per_seed.")
@@ -199,6 +204,8 @@ class TrainConfig:
             raise ConfigError("adam_eps", f"must be positive, got {self.adam_eps}.")
         if not self.l2 >= 0:
             raise ConfigError("l2", f"must be at least 0, got {self.l2}.")
+        if self.data_seed < -1:
+            raise ConfigError("data_seed", f"must be -1 (the run's seed) or a seed, got {self.data_seed}.")
         if self.split_per_seed and self.split == "ordered":
             raise ConfigError("split", "'ordered' gives every member the same images, so it cannot be "
                                        "split per seed; use random or stratified.")

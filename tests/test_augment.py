@@ -157,3 +157,81 @@ def test_parse():
     assert augment.parse("none") == () and augment.parse("") == ()
     with pytest.raises(ValueError, match="unknown augmentation 'blur'"):
         augment.parse("flip,blur")
+
+
+# The Keras projects' transforms (issue 20: seed 002's, 003's and 004's augmentations).
+
+def _many(fn, x, n=4000, **kwargs):
+    keys = jax.random.split(jax.random.key(7), n)
+    return np.asarray(jax.jit(jax.vmap(lambda k: fn(k, x, **kwargs)))(keys))
+
+
+def test_rotation_is_nearest_neighbour_with_edge_fill():
+    x = _images(1)[0]
+    np.testing.assert_array_equal(augment.random_rotation(jax.random.key(0), x, degrees=0.0), x)
+    out = _many(augment.random_rotation, x, n=200)
+    # Nearest-neighbour: every output pixel is one of the input's; edge fill: a constant stays constant.
+    assert np.isin(out, np.asarray(x)).all()
+    flat = jnp.full((28, 28, 1), 0.7)
+    np.testing.assert_array_equal(_many(augment.random_rotation, flat, n=50), np.float32(0.7))
+    # A rotation moves content (nearest-neighbour leaves an image as it is below about 2 degrees).
+    assert (np.abs(out - np.asarray(x)).mean(axis=(1, 2, 3)) > 0).mean() > 0.7
+
+
+def test_rotation_angles_are_uniform_within_the_range():
+    # On an image whose value is its column index, row r's values show how far the rotation carried
+    # it sideways: c_source - c = (r - 13.5) sin(theta); the slope over rows gives the angle.
+    ramp = jnp.tile(jnp.arange(28.0)[None, :, None], (28, 1, 1))
+    out = _many(augment.random_rotation, ramp, degrees=10.0)
+    rows, cols = np.arange(2, 26), np.arange(10, 18)
+    offsets = (out[:, rows][:, :, cols, 0] - cols).mean(axis=2)          # [draws, rows]
+    centred = rows - 13.5
+    angles = np.degrees(np.arcsin(offsets @ centred / (centred @ centred)))
+    assert np.abs(angles).max() < 11.0 and np.abs(angles).max() > 9.0
+    assert abs(np.mean(angles)) < 0.5
+    assert np.std(angles) == pytest.approx(20 / np.sqrt(12), rel=0.1)     # uniform in ±10 degrees
+
+
+def test_vertical_shift_moves_rows_only_within_the_range_with_edge_fill():
+    columns = jnp.tile(jnp.linspace(0.0, 1.0, 28)[None, :, None], (28, 1, 1))   # varies along x only
+    np.testing.assert_allclose(_many(augment.random_vertical_shift, columns, n=50), np.tile(columns, (50, 1, 1, 1)),
+                               atol=1e-6)
+    rows = jnp.tile(jnp.arange(28.0)[:, None, None], (1, 28, 1))                 # the row index
+    out = _many(augment.random_vertical_shift, rows, fraction=0.2)
+    shift = out[:, 14, 0, 0] - 14.0                # the centre row shows its source row: 14 - dy
+    assert np.abs(shift).max() <= 0.2 * 28 + 1e-4
+    assert np.var(shift) == pytest.approx((2 * 0.2 * 28) ** 2 / 12, rel=0.1)    # uniform in ±5.6 px
+    assert out.min() >= 0.0 and out.max() <= 27.0                              # edge rows repeated, no zeros
+
+
+def test_brightness_stretches_scales_clips_on_256_levels():
+    x = _images(1)[0] * 0.5
+    out = _many(augment.random_brightness, x, low=0.5, high=1.5)
+    np.testing.assert_allclose(out * 255, np.round(out * 255), atol=1e-4)       # 8-bit levels
+    peaks = out.max(axis=(1, 2, 3))
+    assert peaks.min() == pytest.approx(0.5, abs=0.01) and peaks.max() == 1.0
+    # Stretched to 1 first, then a factor uniform in [0.5, 1.5], clipped: E[max] = 0.5 * 0.75 + 0.5.
+    assert peaks.mean() == pytest.approx(0.875, abs=0.01)
+
+
+@pytest.mark.parametrize("area, aspect, expected", [((0.02, 0.4), (0.3, 1 / 0.3), 0.135),     # seed 002
+                                                   ((0.02, 0.1), (0.1, 10.0), 0.044)])         # seed 004
+def test_rejection_erasing_matches_the_keras_eraser_statistics(area, aspect, expected):
+    # The mean erased area given erasure, from a Monte Carlo of the projects' own sampler.
+    x = jnp.ones((28, 28, 1))
+    out = _many(augment.random_erasing, x, p=1.0, area=area, aspect=aspect, sampler="reject",
+                fill="rectangle", fill_range=(0.0, 0.5))
+    erased = out != 1.0
+    assert erased.mean() == pytest.approx(expected, rel=0.05)
+    # One constant fill value per rectangle, in the fill range.
+    for o, e in zip(out[:50], erased[:50]):
+        if e.any():
+            assert np.unique(o[e]).size == 1 and 0.0 <= o[e][0] <= 0.5
+    # The sampler without rejection keeps more large rectangles.
+    fit = _many(augment.random_erasing, x, p=1.0, area=area, aspect=aspect, sampler="fit")
+    assert (fit != 1.0).mean() > erased.mean()
+
+
+def test_per_pixel_fill_stays_below_its_largest_value():
+    out = _many(augment.random_erasing, jnp.ones((28, 28, 1)), n=500, p=1.0, fill_range=(0.0, 1 / 255))
+    assert (out[out != 1.0] <= 1 / 255).all() and np.unique(out[out != 1.0]).size > 100

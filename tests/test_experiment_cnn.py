@@ -104,7 +104,7 @@ def test_a_preset_sets_defaults_and_explicit_flags_win():
     fv(["cnn", "--preset=seed003", "--epochs=7", "--seeds=2"])
     cfg = cnn.config_from_flags(fv)
     assert cfg == dataclasses.replace(presets.get("seed003"), epochs=7, seeds=2)
-    assert (cfg.model, cfg.batch, cfg.split, cfg.val_fraction, cfg.split_per_seed) == ("seed003", 250, "random", 0.2, True)
+    assert (cfg.model, cfg.batch, cfg.split, cfg.val_fraction, cfg.data_seed) == ("seed003", 250, "random", 0.2, 42)
 
 
 def test_train_config_defaults_are_the_command_line_defaults():

@@ -225,3 +225,17 @@ def test_recording_an_ablation_fills_the_ablation_table(folders):
     assert again["change"] == "nothing" and again["test_delta"] == 0 and base["name"] == "tiny"
     assert "| tiny_again | nothing |" in (readme.parent / "RESULTS.md").read_text()
     assert "tiny_again" not in readme.read_text()          # the README shows the results table only
+
+
+def test_a_preset_scored_on_its_final_state_shows_the_final_accuracy():
+    def scores(acc):
+        return {"member_accuracy": [acc], "ensemble_accuracy": acc, "mean_accuracy": acc}
+    summary = {"test": {"best": scores(0.90), "best_tta": scores(0.905), "final": scores(0.88),
+                        "final_tta": scores(0.885)},
+               "model": "seed004_resnet", "tta": "flip", "epochs": 10, "started_at_epoch": 0, "wall_seconds": 60.0,
+               "invocation": {"preset": "seed004_resnet", "command": "python -m experiments.cnn --preset=seed004_resnet"}}
+    row = results_table.row({"name": "seed004_resnet", "runs": [{"summary": summary, "config": {}}]})
+    assert row["scored"] == "final" and row["test_accuracy_mean"] == 0.88 and row["tta_accuracy_mean"] == 0.885
+    assert "88.00% (final state)" in results_table.markdown([row])
+    summary["invocation"]["preset"] = "seed003"
+    assert results_table.row({"name": "s", "runs": [{"summary": summary, "config": {}}]})["test_accuracy_mean"] == 0.90

@@ -29,8 +29,10 @@ def row(record: dict) -> dict:
     first = summaries[0]
     invocation = first.get("invocation") or {}
     preset = invocation.get("preset")
-    members = [acc for s in summaries for acc in s["test"]["best"]["member_accuracy"]]
-    tta = [acc for s in summaries for acc in s["test"]["best_tta"]["member_accuracy"]]
+    # The variables the preset's reference is of: the selected epoch's, or the final state's.
+    which = presets.scored(preset) if preset in presets.NAMES else "best"
+    members = [acc for s in summaries for acc in s["test"][which]["member_accuracy"]]
+    tta = [acc for s in summaries for acc in s["test"][f"{which}_tta"]["member_accuracy"]]
     one_run = len(summaries) == 1 and len(members) > 1
     # Members trained as separate runs vote through the record's saved ensemble (if any).
     runs_vote = (record.get("ensemble") or {}) if len(summaries) > 1 else {}
@@ -43,10 +45,12 @@ def row(record: dict) -> dict:
         "reference": presets.reference(preset) if preset in presets.NAMES else "",
         "test_accuracy_mean": float(np.mean(members)),
         "test_accuracy_std": float(np.std(members, ddof=1)) if len(members) > 1 else 0.0,
-        "ensemble_accuracy": first["test"]["best"]["ensemble_accuracy"] if one_run else runs_vote.get("best"),
+        "scored": which,
+        "ensemble_accuracy": first["test"][which]["ensemble_accuracy"] if one_run else runs_vote.get(which),
         "tta_accuracy_mean": float(np.mean(tta)),
         "tta_views": first.get("tta", "flip"),      # summaries older than TrainConfig.tta used flip
-        "tta_ensemble_accuracy": first["test"]["best_tta"]["ensemble_accuracy"] if one_run else runs_vote.get("best_tta"),
+        "tta_ensemble_accuracy": (first["test"][f"{which}_tta"]["ensemble_accuracy"] if one_run
+                                  else runs_vote.get(f"{which}_tta")),
         "epochs": first["epochs"],
         # Each run's minutes from its command's start; a resumed run has no such figure, so it
         # counts its epochs' training time only (and says so).
@@ -141,6 +145,8 @@ def markdown(rows: Sequence[dict], notes: bool = True) -> str:
     for r in rows:
         accuracy = _pct(r["test_accuracy_mean"]) + (f" ± {100 * r['test_accuracy_std']:.2f} "
                                                      f"({r['members']} members)" if r["members"] > 1 else "")
+        if r.get("scored") == "final":
+            accuracy += " (final state)"
         tta = _pct(r["tta_accuracy_mean"]) + (f", ens. {_pct(r['tta_ensemble_accuracy'])}"
                                               if r["tta_ensemble_accuracy"] is not None else "") + f" ({r['tta_views']})"
         minutes = f"{r['minutes']:.1f}" + ("" if r["minutes_are_wall_clock"] else " (training only, resumed)")

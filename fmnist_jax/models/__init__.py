@@ -24,16 +24,16 @@ import flax.linen as nn
 from fmnist_jax.models.inception import InceptionNet
 from fmnist_jax.models.mlp import MLP
 from fmnist_jax.models.resnet import ResNet, wide_resnet
-from fmnist_jax.models.seed_nets import Seed002Net, Seed003SimpleCNN, Seed004FourLayerCNN
+from fmnist_jax.models.seed004_resnet import Seed004ResNet
+from fmnist_jax.models.seed_nets import Seed002Net, Seed003SimpleCNN, Seed004CNN
 from fmnist_jax.models.speedrun import SpeedrunNet
 
 REGISTRY: dict[str, Callable[..., nn.Module]] = {
     # The earlier projects' nets.
     "seed002": Seed002Net,
     "seed003": Seed003SimpleCNN,
-    "seed004_cnn": Seed004FourLayerCNN,
-    # Seed 004's ResNet: three post-activation stages of two basic blocks (no table was given).
-    "seed004_resnet": functools.partial(ResNet, stage_sizes=(2, 2, 2), widths=(32, 64, 128), preact=False),
+    "seed004_cnn": Seed004CNN,
+    "seed004_resnet": Seed004ResNet,
     "inception": InceptionNet,
     "mlp": MLP,
     # Families: their shape comes from model_args.

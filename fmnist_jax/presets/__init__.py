@@ -2,7 +2,8 @@
 
 Each module's docstring says what it reproduces, the number to compare with, and the command;
 its `CONFIG` is a `TrainConfig`, its `REFERENCE` the number the results table
-compares with and its `MEMBERS` (default 1) how many seeds that number averages.
+compares with, its `MEMBERS` (default 1) how many seeds that number averages and its `SCORED`
+(default "best") which of each member's variables it is of.
 `experiments.cnn --preset=NAME` starts from it, and flags given
 explicitly override its fields.
 """
@@ -36,6 +37,12 @@ def get(name: str) -> TrainConfig:
 def reference(name: str) -> str:
     """The number the preset is compared with (the earlier project's, or a target), or ""."""
     return getattr(_module(name), "REFERENCE", "")
+
+
+def scored(name: str) -> str:
+    """Which variables of each member the reference number is of: "best" (the selected epoch,
+    the default) or "final" (the last epoch's)."""
+    return getattr(_module(name), "SCORED", "best")
 
 
 def members(name: str) -> int:

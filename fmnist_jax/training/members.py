@@ -42,14 +42,15 @@ def seed_members(first_seed: int, n: int) -> list[Member]:
 def member_splits(labels: np.ndarray, cfg: TrainConfig, seeds: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx [M, n_train], val_idx [M, n_val]) into `labels`, as cfg.split says.
 
-    cfg.split_per_seed: each member splits with its own seed (seed 003 trained 5 nets on 5 random
-    80/20 splits); otherwise every member uses the split of cfg.seed. Split sizes do not depend on
-    the seed, so the indices stack. (TrainConfig.validate refuses an ordered split per seed.)
+    cfg.split_per_seed: each member splits with its own seed; otherwise every member uses the
+    split of cfg.data_seed (cfg.seed when it is -1). Split sizes do not depend on the seed, so the
+    indices stack. (TrainConfig.validate refuses an ordered split per seed.)
     """
     def one(seed):
         return datasets.train_val_split(labels, cfg.val_fraction, seed, shuffle=cfg.split != "ordered",
                                         stratify=cfg.split == "stratified")
-    splits = [one(s) for s in seeds] if cfg.split_per_seed else [one(cfg.seed)] * len(seeds)
+    shared = cfg.data_seed if cfg.data_seed >= 0 else cfg.seed
+    splits = [one(s) for s in seeds] if cfg.split_per_seed else [one(shared)] * len(seeds)
     return np.stack([t for t, _ in splits]), np.stack([v for _, v in splits])
 
 

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import jax
 
 from fmnist_jax.config import TrainConfig
-from fmnist_jax.data import datasets
+from fmnist_jax.data import datasets, pools
 from fmnist_jax.evaluation import summary
 from fmnist_jax.models import layers
 from fmnist_jax.runs.files import RunPaths, config_record
@@ -82,7 +82,8 @@ def train_run(cfg: TrainConfig, paths: RunPaths, members: Sequence[Member] | Non
 def place(cfg: TrainConfig, members: Sequence[Member] | None, data_dir=None
           ) -> tuple[loop.RunSetup, datasets.Dataset]:
     """The dataset, and the run's members with their splits on the devices (cfg.seeds members
-    with seeds cfg.seed, cfg.seed + 1, ... unless `members` are given). Every check that needs
+    with seeds cfg.seed, cfg.seed + 1, ... unless `members` are given), the training pool with its
+    fixed augmented copies when the config asks for them (`data.pools`). Every check that needs
     the data happens here, before the run's folder is touched."""
     cfg.validate()
     members = list(members) if members is not None else members_lib.seed_members(cfg.seed, cfg.seeds)
@@ -90,7 +91,13 @@ def place(cfg: TrainConfig, members: Sequence[Member] | None, data_dir=None
     x, y = dataset.x_train, dataset.y_train
     if cfg.train_limit:
         x, y = x[:cfg.train_limit], y[:cfg.train_limit]
+    copies = dict(copies=cfg.fixed_copies, transforms=cfg.copy_augment, key=pools.copies_key(cfg.data_seed if cfg.data_seed >= 0 else cfg.seed),
+                  options=step.augment_options(cfg))
+    if cfg.fixed_copies and cfg.copies_before_split:        # seed 003: copies of every image, then the split
+        x, y = pools.augmented_pool(x, **copies), pools.pooled_labels(y, cfg.fixed_copies)
     train_idx, val_idx = members_lib.member_splits(y, cfg, [m.seed for m in members])
+    if cfg.fixed_copies and not cfg.copies_before_split:    # seed 002: copies of the training split only
+        x, y, train_idx, val_idx = pools.pool_training_split(x, y, train_idx[0], val_idx[0], **copies)
     return loop.RunSetup.place(cfg, x, y, train_idx, val_idx, members), dataset
 
 
