@@ -193,23 +193,6 @@ def setup_process(fv: flags.FlagValues) -> dict:
     return {"malloc_keeps_freed_memory": kept, "started_at": STARTED_AT}
 
 
-class ProgressBar:
-    """A one-line progress bar on stderr while an epoch runs (only on a terminal)."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, epoch: int, done: int, total: int) -> None:
-        if self.enabled:
-            filled = int(30 * done / total)
-            sys.stderr.write(f"\repoch {epoch}/{self.epochs} [{'#' * filled}{' ' * (30 - filled)}] "
-                             f"{done}/{total} steps")
-            sys.stderr.flush()
-            if done >= total:
-                sys.stderr.write("\r" + " " * 70 + "\r")
-
-
 def setup_logging() -> None:
     """Library logging (module loggers) shows through absl at INFO level."""
     absl_logging.set_verbosity(absl_logging.INFO)

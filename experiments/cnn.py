@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import sys
 
-from experiments import cli
+from absl import flags
+
+from experiments import cli, progress
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.evaluation import summary
 from fmnist_jax.runs import interruption
@@ -30,6 +32,8 @@ def define_flags(fv) -> None:
     cli.define_config_flags(fv, TrainConfig)
     cli.define_run_flags(fv)
     cli.define_process_flags(fv)
+    flags.DEFINE_bool("progress", True, "Show each epoch's progress on stderr (a live bar on a terminal, a "
+                      "line every 10% otherwise) with images a second and time left.", flag_values=fv)
 
 
 def config_from_flags(fv) -> TrainConfig:
@@ -50,7 +54,8 @@ def main(fv, args) -> dict:
     invocation = {"command": cli.command_line(sys.modules[__name__], fv), "preset": fv.preset, **process}
     with interruption.StopRequests() as stop:
         result = train.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
-                                          progress=cli.ProgressBar(cfg.epochs), stop=stop, invocation=invocation)
+                                          progress=progress.TrainingProgress(cfg.epochs, cfg.batch * cfg.seeds)
+                                          if fv.progress else None, stop=stop, invocation=invocation)
     print(f"{summary.headline(result)} Results in {paths.results}")
     return result
 

@@ -8,7 +8,7 @@ import pytest
 from experiments import cli, cnn, evaluate
 from tests.conftest import assert_exits_with_sentence
 
-SMOKE = ["--model=seed003", "--epochs=1", "--batch=30", "--augment=flip,erase", "--run_name=smoke",
+SMOKE = ["--noprogress", "--model=seed003", "--epochs=1", "--batch=30", "--augment=flip,erase", "--run_name=smoke",
          "--val_fraction=0.25", "--split=stratified"]
 
 

@@ -22,7 +22,7 @@ from tests.conftest import assert_exits_with_sentence
 
 # 90 training images in batches of 3: 30 steps per epoch in 3 jitted calls of 10, so there are
 # step boundaries inside every epoch to be interrupted at.
-FLAGS = ["--model=mlp", "--batch=3", "--val_fraction=0.25", "--split=stratified", "--augment=flip,erase"]
+FLAGS = ["--noprogress", "--model=mlp", "--batch=3", "--val_fraction=0.25", "--split=stratified", "--augment=flip,erase"]
 
 
 def _rows(results, name):

@@ -147,5 +147,5 @@ def test_progress_reports_each_epoch_and_its_steps():
     calls = []
     for _ in loop.epochs(*t, loop.init(*t), progress=lambda epoch, done, total: calls.append((epoch, done, total))):
         pass
-    assert {c[0] for c in calls} == {1, 2}
+    assert {c[0] for c in calls} == {1, 2} and calls[0] == (1, 0, t.setup.steps_per_epoch)   # the epoch starts
     assert (1, t.setup.steps_per_epoch, t.setup.steps_per_epoch) in calls and (2, t.setup.steps_per_epoch, t.setup.steps_per_epoch) in calls

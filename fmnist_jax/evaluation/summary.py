@@ -13,9 +13,12 @@ import logging
 import numpy as np
 
 from fmnist_jax import config
+from fmnist_jax.data import datasets
 from fmnist_jax.evaluation import ensemble, report, tta
 from fmnist_jax.models import layers
+from fmnist_jax.runs import tensorboard
 from fmnist_jax.runs.files import PROBABILITIES_FILE, environment, process_seconds, write_json, write_npz
+from fmnist_jax.runs.run_dir import TENSORBOARD_DIR
 from fmnist_jax.training import sharding, step
 
 log = logging.getLogger(__name__)
@@ -91,8 +94,17 @@ def summarize(run, invocation: dict | None = None) -> dict:
     write_npz(out / PROBABILITIES_FILE, labels=np.asarray(ds.y_test),
               **{f"best_{k}": v.astype(np.float32) for k, v in best["probabilities"].items()})
     write_json(out / "summary.json", result)
+    names = datasets.CLASS_NAMES[cfg.dataset]
+    chosen = best["probabilities"]["plain"].mean(0).argmax(-1)       # the members' soft vote
+    report.plot_confusion(report.confusion_matrix(np.asarray(ds.y_test), chosen), names,
+                          out / "confusion_matrix.png", f"{run.name} (best, {'ensemble' if len(run.setup.members) > 1 else 'model'})")
+    figures = ["confusion_matrix.png"]
     if run.history:
         report.plot_history(run.history, out / "history.png", title=f"{run.name} ({cfg.model})")
+        figures.append("history.png")
+    events = tensorboard.EventWriter(out / TENSORBOARD_DIR)
+    for name in figures:
+        events.image(name.removesuffix(".png"), (out / name).read_bytes(), len(run.history))
     log.info("%s", headline(result))
     return result
 

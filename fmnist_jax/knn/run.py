@@ -84,15 +84,16 @@ def run_knn(cfg: KnnConfig, paths: RunPaths, *, data_dir=None) -> dict:
         raise ConfigError("k", f"={max(cfg.k)} is larger than the training set ({len(x_train)} images).")
     out = paths.make_results()
     write_json(out / "config.json", as_record(cfg) | {"run_name": paths.name})
-    last_report = [0.0]
+    start = time.perf_counter()
+    last_report = [start]
 
     def progress(done: int, total: int) -> None:
         now = time.perf_counter()
         if now - last_report[0] > 5 or done == total:
             last_report[0] = now
-            log.info("k-NN %s: %d/%d queries (%.0f%%)", cfg.metric, done, total, 100 * done / total)
+            left = (total - done) * (now - start) / max(done, 1)
+            log.info("k-NN %s: %d/%d queries (%.0f%%), %.0f s left", cfg.metric, done, total, 100 * done / total, left)
 
-    start = time.perf_counter()
     accuracy = exact.sweep(x_train, y_train, x_eval, y_eval, list(cfg.k), cfg.metric, cfg.weights,
                          memory_budget=cfg.memory_mb << 20, progress=progress)
     seconds = time.perf_counter() - start

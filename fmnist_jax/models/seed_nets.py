@@ -17,8 +17,17 @@ from typing import Sequence
 
 import flax.linen as nn
 
-from fmnist_jax.models.layers import (BatchNorm, Conv, Dense, Dropout, flatten, max_pool, preprocess, record,
-                                     window_max_pool)
+from fmnist_jax.models.layers import (
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    flatten,
+    max_pool,
+    preprocess,
+    record,
+    window_max_pool,
+)
 
 
 class Seed002Net(nn.Module):

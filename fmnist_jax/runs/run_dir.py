@@ -21,12 +21,16 @@ import logging
 from typing import Any, Iterator
 
 from fmnist_jax.errors import RunInterrupted
-from fmnist_jax.runs import checkpoint, lock
+from fmnist_jax.runs import checkpoint, lock, tensorboard
 from fmnist_jax.runs.files import RunPaths, check_resumable, read_history, read_record, write_json, write_text
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"      # results/<run>/tensorboard/: `tensorboard --logdir results/`
+
+# The per-epoch values of a metrics row that TensorBoard shows (and, with several members, each member's).
+SCALARS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "images_per_second", "seconds")
 
 
 @dataclasses.dataclass
@@ -44,6 +48,7 @@ class RunDir:
     """The folders of one run held by this process (see the module docstring); made by `open`."""
     paths: RunPaths
     checkpoints: checkpoint.RunCheckpoints
+    events: tensorboard.EventWriter
 
     @property
     def name(self) -> str:
@@ -68,7 +73,7 @@ class RunDir:
                     ckpts.remove_all()
                     (out / METRICS_FILE).unlink(missing_ok=True)
                 write_json(out / "config.json", record)
-                yield cls(paths, ckpts)
+                yield cls(paths, ckpts, tensorboard.EventWriter(out / TENSORBOARD_DIR))
             finally:
                 ckpts.close()
 
@@ -98,6 +103,7 @@ class RunDir:
         """
         with open(self.metrics_file, "a") as f:
             f.write(json.dumps(row) + "\n")
+        self.events.scalars(epoch, epoch_scalars(row))
         self.checkpoints.save(epoch, state)
         self.checkpoints.discard_interrupted()
 
@@ -109,3 +115,13 @@ class RunDir:
         """The error that tells the person how the stopped run continues."""
         return RunInterrupted(f"run {self.name!r} stopped {where}, checkpoint saved; run the same command "
                               "again to resume.", getattr(stop, "signum", None) or 2)
+
+
+def epoch_scalars(row: dict) -> dict[str, float]:
+    """TensorBoard's scalars of a metrics row: the means, and member<i>/<name> with several members."""
+    values = {name: row[name] for name in SCALARS if name in row}
+    per_member = row.get("members", {})
+    if len(per_member.get("val_accuracy", [])) > 1:
+        for name, member_values in per_member.items():
+            values |= {f"member{i}/{name}": v for i, v in enumerate(member_values)}
+    return values

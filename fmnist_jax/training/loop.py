@@ -175,11 +175,14 @@ def train_epoch(setup: RunSetup, programs: Programs, state: RunState, epoch: int
                 totals: dict | None = None, stop: Callable[[], bool] | None = None) -> tuple[RunState, dict, int]:
     """Trains epoch `epoch` (0-based) of every member from step `start_step`, adding to `totals`
     (metric sums [M] of the steps before it), in jitted segments of `step.segment_length` steps.
-    Between segments `stop()` may end the epoch early. Returns (state, metric sums [M] on the
+    `progress(done, total)` is called as the epoch starts and after each segment. Between segments
+    `stop()` may end the epoch early. Returns (state, metric sums [M] on the
     host, steps done)."""
     batches = programs.batches(setup.data_keys, setup.train_idx, epoch)
     segment = step.segment_length(setup.steps_per_epoch)
     train_state, done = state.train, start_step
+    if progress is not None:
+        progress(done, setup.steps_per_epoch)           # the epoch starts (after `start_step` steps)
     for start in range(start_step, setup.steps_per_epoch, segment):
         if stop is not None and done > start_step and stop():
             break
