@@ -23,6 +23,7 @@ import sys
 import time
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+import jax
 from absl import app, flags
 from absl import logging as absl_logging
 
@@ -180,6 +181,14 @@ def define_process_flags(fv: flags.FlagValues) -> None:
                       "unmapping it (XLA CPU allocates its buffers anew every call).", flag_values=fv)
     flags.DEFINE_bool("distributed", False, "Multi-host: call jax.distributed.initialize() first "
                       "(coordinator found automatically on TPU pods and SLURM).", flag_values=fv)
+    flags.DEFINE_integer("num_processes", 0, "Multi-host by hand: the number of processes (0: one, or "
+                         "found by --distributed).", flag_values=fv)
+    flags.DEFINE_integer("process_id", 0, "Multi-host by hand: this process's rank, 0..num_processes-1.",
+                         flag_values=fv)
+    flags.DEFINE_string("coordinator", None, "Multi-host by hand: host:port of process 0's coordinator "
+                        "(e.g. 127.0.0.1:12355).", flag_values=fv)
+    flags.DEFINE_integer("heartbeat_timeout", 100, "Multi-host: seconds without news from a process after "
+                         "which the others stop.", flag_values=fv)
 
 
 def setup_process(fv: flags.FlagValues) -> dict:
@@ -188,8 +197,18 @@ def setup_process(fv: flags.FlagValues) -> dict:
     kept = bool(fv.keep_freed_memory and host_memory.keep_freed_memory())
     if kept:
         log.info("malloc keeps freed memory for reuse (--nokeep_freed_memory to turn off)")
-    if fv.distributed:
-        sharding.initialize_distributed()
+    if fv.num_processes > 1 or fv.distributed:
+        if fv.num_processes > 1 and not fv.coordinator:
+            raise ConfigError("coordinator", "is needed with num_processes: give process 0's host:port.")
+        if not 0 <= fv.process_id < max(fv.num_processes, 1):
+            raise ConfigError("process_id", f"must be in 0..{fv.num_processes - 1}, got {fv.process_id}.")
+        if fv.num_processes > 1:
+            sharding.initialize_distributed(fv.coordinator, fv.num_processes, fv.process_id, fv.heartbeat_timeout)
+        else:
+            sharding.initialize_distributed(heartbeat_timeout_seconds=fv.heartbeat_timeout)
+        if not sharding.is_main_process():   # process 0 logs; the others only warn
+            absl_logging.set_verbosity(absl_logging.WARNING)
+            logging.getLogger().setLevel(logging.WARNING)
     return {"malloc_keeps_freed_memory": kept, "started_at": STARTED_AT}
 
 
@@ -207,13 +226,36 @@ def fail(message: str, status: int = 2):
     raise SystemExit(status)
 
 
+# What a failed cross-process collective says, also when a library re-raised it as its own error.
+_PEER_LOST = ("Gloo", "Connection closed by peer", "DEADLINE_EXCEEDED", "coordination service")
+
+
+def _runtime_cause(error: BaseException | None, depth: int = 8) -> BaseException | None:
+    """The runtime error of a failed collective that `error` is or was raised from (through
+    __cause__ / __context__), or None."""
+    while error is not None and depth:
+        if isinstance(error, jax.errors.JaxRuntimeError) or any(s in str(error) for s in _PEER_LOST):
+            return error
+        error, depth = error.__cause__ or error.__context__, depth - 1
+    return None
+
+
 def reporting_errors(fn: Callable[[], Any]) -> Any:
     """fn(), with every error a person can act on turned into one sentence and exit status 2."""
     try:
         return fn()
     except ConfigError as e:
         fail(e.as_flag_message())
-    except (UserError, flags.Error) as e:
+    except (UserError, flags.Error, jax.errors.JaxRuntimeError) as e:
+        # Multi-host: a peer that died shows as a failed collective (maybe inside a checkpoint save).
+        runtime = _runtime_cause(e)
+        if runtime is not None and jax.process_count() > 1:
+            first = (str(runtime).strip().splitlines() or [type(runtime).__name__])[0]
+            fail(f"process {jax.process_index()} of this {jax.process_count()}-process run lost another "
+                 f"process ({first[:200]}); the last finished epoch is saved: start every process again with "
+                 "the same command to resume.", 3)
+        if isinstance(e, jax.errors.JaxRuntimeError):
+            raise
         fail(str(e), getattr(e, "exit_code", 2))
 
 

@@ -24,7 +24,7 @@ from experiments import cli, progress
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.evaluation import summary
 from fmnist_jax.runs import interruption
-from fmnist_jax.training import train
+from fmnist_jax.training import sharding, train
 
 
 def define_flags(fv) -> None:
@@ -55,8 +55,10 @@ def main(fv, args) -> dict:
     with interruption.StopRequests() as stop:
         result = train.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
                                           progress=progress.TrainingProgress(cfg.epochs, cfg.batch * cfg.seeds)
-                                          if fv.progress else None, stop=stop, invocation=invocation)
-    print(f"{summary.headline(result)} Results in {paths.results}")
+                                          if fv.progress and sharding.is_main_process() else None,
+                                          stop=stop, invocation=invocation)
+    if sharding.is_main_process():
+        print(f"{summary.headline(result)} Results in {paths.results}")
     return result
 
 

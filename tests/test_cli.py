@@ -116,7 +116,7 @@ def _flag_names(script) -> set[str]:
 def test_each_script_defines_only_what_it_uses():
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     folders = {"run_name", "results_dir", "checkpoint_dir", "data_dir", "overwrite"}
-    process = {"keep_freed_memory", "distributed"}
+    process = {"keep_freed_memory", "distributed", "num_processes", "process_id", "coordinator", "heartbeat_timeout"}
     assert _flag_names(cnn) == train_fields | folders | process | {"preset", "progress"}
     assert _flag_names(sweep) == _flag_names(cnn) - {"progress"}
     assert _flag_names(evaluate) == {"run", "which", "tta", "tta_views", "member", "conv_impl", "eval_batch",

@@ -20,7 +20,6 @@ from experiments.tables import results_table
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.errors import RunError
 
-
 # Fields that say which member or run this is, not how it was trained.
 _IDENTITY_FIELDS = ("seed", "seeds", "members")
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from fmnist_jax.evaluation import tta
 from fmnist_jax.models.layers import preprocess
+from fmnist_jax.training import sharding
 from fmnist_jax.training.members import over_members
 from fmnist_jax.training.step import cross_entropy
 
@@ -75,7 +76,7 @@ def make_member_evaluate(apply_fn: ApplyFn, batch_size: int, execution: str = "v
         idx = np.asarray(idx)
         positions, mask = padded_batches(idx.shape[1], batch_size)
         batched = idx[:, positions]                       # [M, steps, batch]
-        total = jax.device_get(sums(variables, x, y, batched, mask.astype(np.float32)))
+        total = sharding.to_host(sums(variables, x, y, batched, mask.astype(np.float32)))
         return {"loss": total["loss"] / total["count"], "accuracy": total["correct"] / total["count"]}
 
     return evaluate
@@ -106,7 +107,7 @@ def make_member_predict(apply_fn: ApplyFn, batch_size: int, execution: str = "vm
     def predict(variables, x, view: tta.View = tta.PLAIN, *, views: Sequence[tta.View] | None = None):
         chosen = (tta.View(*view),) if views is None else tuple(tta.View(*v) for v in views)
         positions, _ = padded_batches(len(x), batch_size)
-        logits = np.asarray(jax.device_get(logits_of(variables, x, positions, chosen)))
+        logits = sharding.to_host(logits_of(variables, x, positions, chosen))
         m, steps, v, b, c = logits.shape
         logits = logits.transpose(2, 0, 1, 3, 4).reshape(v, m, steps * b, c)[:, :, : len(x)]
         return logits[0] if views is None else list(logits)

@@ -55,9 +55,8 @@ def summarize(run, invocation: dict | None = None) -> dict:
     best = test_scores(predict, state.best, x_test, ds.y_test, cfg.tta)
     # When every member's best epoch is its last, its best variables are its final ones (a
     # copy): scoring them again would only repeat the most expensive part of the summary.
-    last_is_best = bool(run.history) and all(e == cfg.epochs for e in np.asarray(state.best_epoch).tolist())
+    last_is_best = bool(run.history) and all(e == cfg.epochs for e in sharding.to_host(state.best_epoch).tolist())
     final = best if last_is_best else test_scores(predict, step.variables_of(state.train), x_test, ds.y_test, cfg.tta)
-    out = run.paths.results
     result = {
         "run": run.name,
         "model": cfg.model,
@@ -66,9 +65,9 @@ def summarize(run, invocation: dict | None = None) -> dict:
         "parameters": run.n_params,
         "members": [m.as_dict() for m in run.setup.members],
         "epochs": len(run.history),
-        "best_epoch": np.asarray(state.best_epoch).tolist(),
-        "best_val_accuracy": np.asarray(state.best_val_accuracy).tolist(),
-        "best_val_loss": np.asarray(state.best_val_loss).tolist(),
+        "best_epoch": sharding.to_host(state.best_epoch).tolist(),
+        "best_val_accuracy": sharding.to_host(state.best_val_accuracy).tolist(),
+        "best_val_loss": sharding.to_host(state.best_val_loss).tolist(),
         "select": cfg.select,
         "test_accuracy_best": best["plain"]["mean_accuracy"],
         "test_accuracy_best_std": best["plain"]["std_accuracy"],
@@ -90,12 +89,22 @@ def summarize(run, invocation: dict | None = None) -> dict:
         "environment": environment(),
     }
     result["wall_seconds"] = process_seconds(invocation.get("started_at"))   # last: the test evaluation counts
+    if sharding.is_main_process():          # every process scored (collectives); one writes
+        _write_summary(run, result, best["probabilities"])
+    log.info("%s", headline(result))
+    return result
+
+
+def _write_summary(run, result: dict, probabilities: dict) -> None:
+    """summary.json, the members' test probabilities, the confusion matrix and history plots, and
+    the plots as TensorBoard images."""
+    cfg, ds, out = run.setup.cfg, run.dataset, run.paths.results
     # float32: 0.4 MB a member and view set; the votes of separately trained runs come from here.
     write_npz(out / PROBABILITIES_FILE, labels=np.asarray(ds.y_test),
-              **{f"best_{k}": v.astype(np.float32) for k, v in best["probabilities"].items()})
+              **{f"best_{k}": v.astype(np.float32) for k, v in probabilities.items()})
     write_json(out / "summary.json", result)
     names = datasets.CLASS_NAMES[cfg.dataset]
-    chosen = best["probabilities"]["plain"].mean(0).argmax(-1)       # the members' soft vote
+    chosen = probabilities["plain"].mean(0).argmax(-1)       # the members' soft vote
     report.plot_confusion(report.confusion_matrix(np.asarray(ds.y_test), chosen), names,
                           out / "confusion_matrix.png", f"{run.name} (best, {'ensemble' if len(run.setup.members) > 1 else 'model'})")
     figures = ["confusion_matrix.png"]
@@ -105,8 +114,6 @@ def summarize(run, invocation: dict | None = None) -> dict:
     events = tensorboard.EventWriter(out / TENSORBOARD_DIR)
     for name in figures:
         events.image(name.removesuffix(".png"), (out / name).read_bytes(), len(run.history))
-    log.info("%s", headline(result))
-    return result
 
 
 def headline(summary: dict) -> str:

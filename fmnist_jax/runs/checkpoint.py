@@ -110,6 +110,8 @@ class RunCheckpoints:
         progress = {"epoch": epoch, "steps_done": steps_done,
                     "sums": {k: np.asarray(v).tolist() for k, v in sums.items()},
                     "dtypes": {k: str(np.asarray(v).dtype) for k, v in sums.items()}}
+        if jax.process_index() != 0:          # multi-host: Orbax saved from every process; one writes this
+            return
         tmp = self._interrupted_dir / "progress.json.tmp"
         try:
             tmp.write_text(json.dumps(progress))
@@ -140,7 +142,8 @@ class RunCheckpoints:
 
     def discard_interrupted(self) -> None:
         """Removes the interrupted epoch (once a later finished epoch covers it)."""
-        shutil.rmtree(self._interrupted_dir, ignore_errors=True)
+        if jax.process_index() == 0:
+            shutil.rmtree(self._interrupted_dir, ignore_errors=True)
 
     def remove_all(self) -> None:
         """Deletes every checkpoint of the run (for overwrite); other files in the folder stay."""

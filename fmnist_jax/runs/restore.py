@@ -120,7 +120,7 @@ def restore_run(paths: RunPaths, which: str = "best", *, mesh=None, **execution)
     finally:
         ckpts.close()
     if which == "best":
-        variables, epochs = state.best, np.asarray(state.best_epoch).tolist()
+        variables, epochs = state.best, sharding.to_host(state.best_epoch).tolist()
     else:
         variables, epochs = step.variables_of(state.train), [epoch] * len(members)
     return RestoredRun(paths, cfg, members, which, variables, epochs, epoch, mesh)

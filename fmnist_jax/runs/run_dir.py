@@ -10,6 +10,9 @@ exists with another configuration (`files.check_resumable`), writes config.json,
 run's lock (`lock.hold`) until the block ends, so a run has one writer from its first file to
 its summary. What `record_epoch` writes is ordered so that a process killed at any moment
 leaves a run that resumes bit-identically.
+
+In a multi-host run every process opens the run dir (Orbax saves and restores from all of them)
+and process 0 alone locks it and writes its files (`sharding.is_main_process`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Iterator
 from fmnist_jax.errors import RunInterrupted
 from fmnist_jax.runs import checkpoint, lock, tensorboard
 from fmnist_jax.runs.files import RunPaths, check_resumable, read_history, read_record, write_json, write_text
+from fmnist_jax.training import sharding
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class RunDir:
     """The folders of one run held by this process (see the module docstring); made by `open`."""
     paths: RunPaths
     checkpoints: checkpoint.RunCheckpoints
-    events: tensorboard.EventWriter
+    events: tensorboard.EventWriter | None     # None in the processes that do not write (multi-host)
 
     @property
     def name(self) -> str:
@@ -63,17 +67,20 @@ class RunDir:
     def open(cls, paths: RunPaths, record: dict, *, overwrite: bool = False) -> Iterator["RunDir"]:
         """Locks the run, checks it may continue as `record` (config.json's content) says, or
         with `overwrite` clears it, writes config.json; yields the RunDir; unlocks at the end."""
-        with lock.hold(paths.checkpoints, paths.name):
+        writes = sharding.is_main_process()
+        with lock.hold(paths.checkpoints, paths.name) if writes else contextlib.nullcontext():
             if not overwrite and (paths.results / "config.json").exists() and paths.checkpoints.exists():
                 check_resumable(read_record(paths), record, paths.name)
-            out = paths.make_results()
+            out = paths.make_results() if writes else paths.results
             ckpts = checkpoint.RunCheckpoints(paths.checkpoints)
             try:
                 if overwrite:
                     ckpts.remove_all()
-                    (out / METRICS_FILE).unlink(missing_ok=True)
-                write_json(out / "config.json", record)
-                yield cls(paths, ckpts, tensorboard.EventWriter(out / TENSORBOARD_DIR))
+                    if writes:
+                        (out / METRICS_FILE).unlink(missing_ok=True)
+                if writes:
+                    write_json(out / "config.json", record)
+                yield cls(paths, ckpts, tensorboard.EventWriter(out / TENSORBOARD_DIR) if writes else None)
             finally:
                 ckpts.close()
 
@@ -92,7 +99,8 @@ class RunDir:
             log.info("resuming %s from epoch %d", self.name, start_epoch)
         # Rows of epochs the restored state does not contain (killed between row and save) go.
         history = read_history(self.metrics_file, start_epoch)
-        write_text(self.metrics_file, "".join(json.dumps(h) + "\n" for h in history))
+        if self.events is not None:
+            write_text(self.metrics_file, "".join(json.dumps(h) + "\n" for h in history))
         return Restored(state, start_epoch, resume, history)
 
     def record_epoch(self, row: dict, epoch: int, state: Any) -> None:
@@ -101,9 +109,10 @@ class RunDir:
         The row goes first: killed before the save, the epoch is repeated and its row dropped on
         resume; the other order could lose the row of a saved epoch.
         """
-        with open(self.metrics_file, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        self.events.scalars(epoch, epoch_scalars(row))
+        if self.events is not None:
+            with open(self.metrics_file, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            self.events.scalars(epoch, epoch_scalars(row))
         self.checkpoints.save(epoch, state)
         self.checkpoints.discard_interrupted()
 

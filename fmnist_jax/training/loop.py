@@ -166,7 +166,7 @@ def validate(setup: RunSetup, programs: Programs, variables) -> dict:
     includes the L2 term of the regularized kernels (TrainConfig.l2), as Keras' val_loss does."""
     val = programs.evaluate(variables, setup.x, setup.y, setup.val_idx)
     if setup.cfg.l2:
-        val["loss"] = val["loss"] + np.asarray(jax.device_get(programs.penalty(variables)))
+        val["loss"] = val["loss"] + sharding.to_host(programs.penalty(variables))
     return val
 
 
@@ -192,7 +192,7 @@ def train_epoch(setup: RunSetup, programs: Programs, state: RunState, epoch: int
         done = start + segment
         if progress is not None:
             progress(done, setup.steps_per_epoch)
-    return state.replace(train=train_state), jax.device_get(totals), done
+    return state.replace(train=train_state), sharding.to_host(totals), done
 
 
 def epochs(setup: RunSetup, programs: Programs, state: RunState, start_epoch: int = 0,
