@@ -191,6 +191,11 @@ def define_process_flags(fv: flags.FlagValues) -> None:
                          "which the others stop.", flag_values=fv)
 
 
+def define_progress_flag(fv: flags.FlagValues) -> None:
+    flags.DEFINE_bool("progress", True, "Show each epoch's progress on stderr (a live bar on a terminal, a "
+                      "line every 10% otherwise) with images a second and time left.", flag_values=fv)
+
+
 def setup_process(fv: flags.FlagValues) -> dict:
     """Per-process set-up of a training script: malloc, and joining a multi-host run when asked.
     Returns what was set up, for the run's summary (`summary.summarize`'s invocation)."""

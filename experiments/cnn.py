@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import sys
 
-from absl import flags
-
 from experiments import cli, progress
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.evaluation import summary
@@ -32,8 +30,7 @@ def define_flags(fv) -> None:
     cli.define_config_flags(fv, TrainConfig)
     cli.define_run_flags(fv)
     cli.define_process_flags(fv)
-    flags.DEFINE_bool("progress", True, "Show each epoch's progress on stderr (a live bar on a terminal, a "
-                      "line every 10% otherwise) with images a second and time left.", flag_values=fv)
+    cli.define_progress_flag(fv)
 
 
 def config_from_flags(fv) -> TrainConfig:

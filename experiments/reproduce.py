@@ -17,6 +17,7 @@ interruption continues the reproduction. The full table takes days on two CPU co
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -69,6 +70,30 @@ def _finished(paths: RunPaths) -> bool:
     return (paths.results / "summary.json").exists()
 
 
+def _minutes(paths: RunPaths) -> float | None:
+    summary = json.loads((paths.results / "summary.json").read_text())
+    seconds = summary.get("wall_seconds") or summary.get("train_seconds")
+    return None if seconds is None else seconds / 60
+
+
+def campaign_status(plan: dict[str, list[RunPaths]], current: RunPaths) -> str:
+    """Where the campaign stands as `current` starts: members done, and the time left estimated
+    from each preset's finished members (presets without one are counted as unknown)."""
+    runs = [p for preset_runs in plan.values() for p in preset_runs]
+    finished = [p for p in runs if _finished(p)]
+    left, unknown = 0.0, []
+    for preset, preset_runs in plan.items():
+        measured = [m for m in (_minutes(p) for p in preset_runs if _finished(p)) if m is not None]
+        todo = sum(not _finished(p) for p in preset_runs)
+        if todo and measured:
+            left += todo * sum(measured) / len(measured)
+        elif todo:
+            unknown.append(preset)
+    estimate = f"about {left / 60:.1f} h left at the measured speed" if left else "no member measured yet"
+    return (f"campaign: {current.name} is member {runs.index(current) + 1} of {len(runs)}, {len(finished)} "
+            f"finished; {estimate}" + (f" (not counting {', '.join(unknown)})" if unknown and left else ""))
+
+
 def main(fv, args) -> dict:
     extra = [a for a in args if a != "--"]
     unknown = [p for p in fv.presets if p not in presets.NAMES]
@@ -77,14 +102,17 @@ def main(fv, args) -> dict:
     if fv.members < 0:
         raise ConfigError("members", f"must be 0 (the protocol's) or positive, got {fv.members}.")
     done = {}
-    for preset in fv.presets:
-        members = fv.members or presets.members(preset)
-        runs = [RunPaths(run, fv.results_dir) for run in member_runs(preset, members)]
+    plan = {preset: [RunPaths(run, fv.results_dir) for run in member_runs(preset, fv.members or presets.members(preset))]
+            for preset in fv.presets}
+    for preset, runs in plan.items():
+        members = len(runs)
         for seed, paths in enumerate(runs):
             if _finished(paths):
                 print(f"{paths.name}: finished (results in {paths.results})")
                 continue
             command = member_command(preset, seed, paths.name, fv, extra)
+            if not fv.dry_run:
+                print(campaign_status(plan, paths), flush=True)
             print(f"{paths.name}: {'would run' if fv.dry_run else 'running'}: {shlex.join(command)}", flush=True)
             if fv.dry_run:
                 continue

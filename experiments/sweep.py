@@ -14,12 +14,13 @@ then scored once on the test set.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 
-from experiments import cli
+from experiments import cli, progress
 from fmnist_jax.config import HPARAM_NAMES, TrainConfig
 from fmnist_jax.runs import interruption
-from fmnist_jax.training import sweep
+from fmnist_jax.training import sharding, sweep
 
 LISTS = ("model", "batch") + HPARAM_NAMES
 
@@ -29,6 +30,7 @@ def define_flags(fv) -> None:
     cli.define_config_flags(fv, TrainConfig, lists=LISTS)
     cli.define_run_flags(fv)
     cli.define_process_flags(fv)
+    cli.define_progress_flag(fv)
 
 
 def main(fv, args) -> dict:
@@ -38,10 +40,13 @@ def main(fv, args) -> dict:
     base = dataclasses.replace(TrainConfig(**values), **{name: lists[name][0] for name in LISTS})
     cli.setup_process(fv)
     paths = cli.run_paths(fv, "sweep")
+    members = base.seeds * math.prod(len(lists[name]) for name in HPARAM_NAMES)    # of each program
+    bar = (progress.TrainingProgress(base.epochs, base.batch * members)
+           if fv.progress and sharding.is_main_process() else None)
     with interruption.StopRequests() as stop:
         result = sweep.sweep(base, paths, models=lists["model"], batches=lists["batch"],
                              hparams={name: lists[name] for name in HPARAM_NAMES},
-                             data_dir=fv.data_dir, overwrite=fv.overwrite, stop=stop)
+                             data_dir=fv.data_dir, overwrite=fv.overwrite, stop=stop, progress=bar)
     best = result["best"]
     print(sweep.format_table(result["rows"], result["varied"]))
     print(f"best: {best['label']} (val {best['val_mean']:.4f} ± {best['val_std']:.4f}) -> test "

@@ -118,7 +118,7 @@ def test_each_script_defines_only_what_it_uses():
     folders = {"run_name", "results_dir", "checkpoint_dir", "data_dir", "overwrite"}
     process = {"keep_freed_memory", "distributed", "num_processes", "process_id", "coordinator", "heartbeat_timeout"}
     assert _flag_names(cnn) == train_fields | folders | process | {"preset", "progress"}
-    assert _flag_names(sweep) == _flag_names(cnn) - {"progress"}
+    assert _flag_names(sweep) == _flag_names(cnn)
     assert _flag_names(evaluate) == {"run", "which", "tta", "tta_views", "member", "conv_impl", "eval_batch",
                                      "results_dir", "checkpoint_dir", "data_dir"}
     assert _flag_names(analyze) == {"run", "which", "member", "tsne_points", "tsne_iter", "feature_images",

@@ -66,3 +66,15 @@ def test_a_member_that_fails_stops_the_reproduction_with_one_sentence(folders, c
 def test_bad_requests_are_one_sentence(folders, capsys, argv, message):
     flags, _ = folders
     assert_exits_with_sentence(capsys, message, cli.invoke, reproduce, [*argv, *flags])
+
+
+def test_the_campaign_says_where_it_stands_and_the_time_left(tmp_path):
+    from experiments.reproduce import campaign_status
+    from fmnist_jax.runs.files import RunPaths
+    plan = {"a": [RunPaths(f"a_s{i}", tmp_path) for i in range(3)], "b": [RunPaths(f"b_s{i}", tmp_path) for i in range(2)]}
+    for name, seconds in (("a_s0", 600.0), ("a_s1", 1800.0)):      # a's finished members: 10 and 30 minutes
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps({"wall_seconds": seconds}))
+    status = campaign_status(plan, plan["a"][2])
+    assert status.startswith("campaign: a_s2 is member 3 of 5, 2 finished; about 0.3 h left")   # one more 20-minute member
+    assert status.endswith("(not counting b)")

@@ -79,12 +79,12 @@ def check_lists(lists: Mapping[str, Sequence]) -> None:
 
 def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = (),
           batches: Sequence[int] = (), hparams: Mapping[str, Sequence[float]] | None = None,
-          data_dir=None, overwrite: bool = False, stop=None) -> dict:
+          data_dir=None, overwrite: bool = False, stop=None, progress=None) -> dict:
     """Trains every shape group of the grid, ranks the configurations, tests the best once.
 
     models / batches default to base's; `hparams` maps names of config.HPARAM_NAMES to value
     lists (a name not given keeps base's value). Everything is validated before anything trains.
-    The process holds the sweep's lock throughout; `stop` is as for `train.train_run`.
+    The process holds the sweep's lock throughout; `stop` and `progress` are as for `train.train_run`.
     Writes sweep.json, sweep.txt and sweep.png under results/NAME/ and returns the result.
     """
     models, batches = list(models) or [base.model], list(batches) or [base.batch]
@@ -102,17 +102,17 @@ def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = 
     for point in grid:
         step.HParams.create(base, **point)
     with lock.hold(paths.checkpoints, paths.name):
-        return _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop)
+        return _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop, progress)
 
 
-def _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop) -> dict:
+def _train_and_rank(base, paths, plans, grid, varied, data_dir, overwrite, stop, progress) -> dict:
     groups = []
     for model, cfg in plans:
         members = grid_members(grid, cfg.seed, cfg.seeds)
         log.info("sweep %s: %s batch %d, %d configurations x %d seeds = %d members in one program",
                  paths.name, model, cfg.batch, len(grid), cfg.seeds, len(members))
         run = train_run(cfg, paths.child(f"{model}_b{cfg.batch}"), members, data_dir=data_dir,
-                        overwrite=overwrite, stop=stop)
+                        overwrite=overwrite, stop=stop, progress=progress)
         groups.append((model, cfg.batch, grid, run))
     rows = rank(groups, base.seeds, varied)
     best = rows[0]
