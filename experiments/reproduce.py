@@ -9,8 +9,10 @@ that stopped), record each preset whose members have all finished, and rebuild t
 Each member is its own run, `<preset>_s<seed>` for seeds 0..N-1 (N: the preset's MEMBERS), trained
 by `python -m experiments.cnn --preset=P --seed=S --seeds=1 --run_name=P_sS` in a process of its
 own, so its minutes are those of that command alone (no compilation shared with the member
-before it). A member whose summary exists is finished and skipped; one that stopped resumes from
-its checkpoint (bit-identical to an uninterrupted run), so rerunning this command after any
+before it). A finished member's summary, config and test probabilities are copied at once to
+records/members/<run>/ (commit them: a campaign spans machines whose results/ are gone the next
+day); a member finished there or in results/ is skipped; one that stopped resumes from its
+checkpoint (bit-identical to an uninterrupted run), so rerunning this command after any
 interruption continues the reproduction. The full table takes days on two CPU cores (seed 002:
 100 epochs of 153,000 images with a 3.4M-parameter net); on one GPU, hours.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +32,7 @@ from experiments import cli, results
 from experiments.tables import records
 from fmnist_jax import presets
 from fmnist_jax.errors import ConfigError, RunError
-from fmnist_jax.runs.files import RunPaths
+from fmnist_jax.runs.files import PROBABILITIES_FILE, RunPaths
 
 # Extra flags after `--` are handed to every experiments.cnn run.
 TAKES_ARGS = True
@@ -66,8 +69,29 @@ def member_command(preset: str, seed: int, run: str, fv, extra) -> list[str]:
 
 
 
-def _finished(paths: RunPaths) -> bool:
-    return (paths.results / "summary.json").exists()
+# A finished member's files that its preset's record needs, kept under records/members/<run>/
+# (committed): the results/ and checkpoints/ of a machine do not outlive it, and a protocol's
+# members may finish on different days and machines.
+ARCHIVED = ("summary.json", "config.json", PROBABILITIES_FILE)
+
+
+def archive_member(paths: RunPaths, members_dir: Path) -> RunPaths:
+    """Copies a finished member's summary, config and test probabilities to members_dir/<run>/;
+    returns the RunPaths of the copy (a results folder the records can be made from)."""
+    archived = RunPaths(paths.name, members_dir)
+    archived.make_results()
+    for name in ARCHIVED:
+        if (paths.results / name).exists():
+            shutil.copyfile(paths.results / name, archived.results / name)
+    return archived
+
+
+def finished_copy(paths: RunPaths, members_dir: Path) -> RunPaths | None:
+    """Where a member's finished results are: its results folder, else its archived copy, else None."""
+    for candidate in (paths, RunPaths(paths.name, members_dir)):
+        if (candidate.results / "summary.json").exists():
+            return candidate
+    return None
 
 
 def _minutes(paths: RunPaths) -> float | None:
@@ -76,15 +100,18 @@ def _minutes(paths: RunPaths) -> float | None:
     return None if seconds is None else seconds / 60
 
 
-def campaign_status(plan: dict[str, list[RunPaths]], current: RunPaths) -> str:
+def campaign_status(plan: dict[str, list[RunPaths]], current: RunPaths, members_dir: Path | None = None) -> str:
     """Where the campaign stands as `current` starts: members done, and the time left estimated
     from each preset's finished members (presets without one are counted as unknown)."""
+    def copy(p):
+        return finished_copy(p, members_dir) if members_dir is not None else (
+            p if (p.results / "summary.json").exists() else None)
     runs = [p for preset_runs in plan.values() for p in preset_runs]
-    finished = [p for p in runs if _finished(p)]
+    finished = [p for p in runs if copy(p)]
     left, unknown = 0.0, []
     for preset, preset_runs in plan.items():
-        measured = [m for m in (_minutes(p) for p in preset_runs if _finished(p)) if m is not None]
-        todo = sum(not _finished(p) for p in preset_runs)
+        measured = [m for m in (_minutes(copy(p)) for p in preset_runs if copy(p)) if m is not None]
+        todo = sum(not copy(p) for p in preset_runs)
         if todo and measured:
             left += todo * sum(measured) / len(measured)
         elif todo:
@@ -104,24 +131,31 @@ def main(fv, args) -> dict:
     done = {}
     plan = {preset: [RunPaths(run, fv.results_dir) for run in member_runs(preset, fv.members or presets.members(preset))]
             for preset in fv.presets}
+    members_dir = Path(fv.records_dir) / "members"
     for preset, runs in plan.items():
         members = len(runs)
         for seed, paths in enumerate(runs):
-            if _finished(paths):
-                print(f"{paths.name}: finished (results in {paths.results})")
+            copy = finished_copy(paths, members_dir)
+            if copy is not None:
+                print(f"{paths.name}: finished (results in {copy.results})")
+                if fv.record and not fv.dry_run and copy is paths:
+                    archive_member(paths, members_dir)
                 continue
             command = member_command(preset, seed, paths.name, fv, extra)
             if not fv.dry_run:
-                print(campaign_status(plan, paths), flush=True)
+                print(campaign_status(plan, paths, members_dir), flush=True)
             print(f"{paths.name}: {'would run' if fv.dry_run else 'running'}: {shlex.join(command)}", flush=True)
             if fv.dry_run:
                 continue
             status = subprocess.run(command).returncode
             if status != 0:
                 raise RunError(f"{paths.name} stopped with exit status {status}; rerun this command to resume it.")
-        done[preset] = all(_finished(paths) for paths in runs)
+            if fv.record:
+                archive_member(paths, members_dir)      # committed with the records: it outlives this machine
+        copies = [finished_copy(paths, members_dir) for paths in runs]
+        done[preset] = all(copies)
         if done[preset] and fv.record and not fv.dry_run:
-            records.record_runs(preset, runs, records_dir=fv.records_dir)
+            records.record_runs(preset, copies, records_dir=fv.records_dir)
             print(f"recorded {preset} ({members} member{'s' if members > 1 else ''}) in "
                   f"{Path(fv.records_dir) / (preset + '.json')}")
     if fv.record and not fv.dry_run and any(done.values()):

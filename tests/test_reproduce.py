@@ -2,6 +2,7 @@
 recorded together, the table rebuilt; a dry run trains nothing; bad requests are one sentence."""
 
 import json
+import shutil
 
 import pytest
 
@@ -37,6 +38,15 @@ def test_members_train_once_each_then_are_recorded_together(folders, capsys):
     cli.invoke(reproduce, ["--presets=demo", "--members=2", *flags, *TINY])
     assert "demo_s0: finished" in capsys.readouterr().out
     assert (root / "results" / "demo_s1" / "summary.json").read_text() == summary
+    assert json.loads((root / "records" / "demo.json").read_text()) == record
+    # Each finished member was archived with the records: on a machine without its results (the
+    # next working day) it still counts as finished, and the preset is recorded the same.
+    assert sorted(p.name for p in (root / "records" / "members" / "demo_s0").iterdir()) == \
+        ["config.json", "summary.json", "test_probabilities.npz"]
+    shutil.rmtree(root / "results")
+    (root / "records" / "demo.json").unlink()
+    cli.invoke(reproduce, ["--presets=demo", "--members=2", *flags, *TINY])
+    assert "demo_s1: finished (results in" in capsys.readouterr().out and not (root / "results" / "demo_s1").exists()
     assert json.loads((root / "records" / "demo.json").read_text()) == record
 
 
