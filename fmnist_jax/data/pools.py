@@ -25,6 +25,11 @@ def copies_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), COPIES_STREAM)
 
 
+def _unit_float(images: np.ndarray) -> np.ndarray:
+    """Images as float32 in [0, 1] (uint8 ones divided by 255, as `preprocess` does)."""
+    return np.asarray(images, np.float32) / np.float32(255.0) if images.dtype == np.uint8 else np.asarray(images, np.float32)
+
+
 def augmented_pool(images: np.ndarray, copies: int, transforms: Sequence[str], key: jax.Array,
                    options: dict | None = None, chunk: int = 2048) -> np.ndarray:
     """The images followed by `copies` augmented copies of each, float32 in [0, 1] [N * (1 + copies), 28, 28].
@@ -44,7 +49,7 @@ def augmented_pool(images: np.ndarray, copies: int, transforms: Sequence[str], k
         return jax.vmap(lambda k, image: one(k, image[None])[0])(keys, x)[..., 0]
 
     n = len(images)
-    pool = [np.asarray(images, np.float32) / 255.0 if images.dtype == np.uint8 else np.asarray(images, np.float32)]
+    pool = [_unit_float(images)]
     for c in range(copies):
         keys = jax.random.split(jax.random.fold_in(key, c), n)
         pool.append(np.concatenate([np.asarray(augment_chunk(keys[s:s + chunk], images[s:s + chunk]))
@@ -67,7 +72,7 @@ def pool_training_split(images: np.ndarray, labels: np.ndarray, train_idx: np.nd
     """
     train_idx, val_idx = np.asarray(train_idx), np.asarray(val_idx)
     made = augmented_pool(images[train_idx], copies, transforms, key, options)[len(train_idx):]
-    base = np.asarray(images, np.float32) / 255.0 if images.dtype == np.uint8 else np.asarray(images, np.float32)
+    base = _unit_float(images)
     n = len(images)
     all_images = np.concatenate([base, made])
     all_labels = np.concatenate([labels, np.tile(labels[train_idx], copies)])
