@@ -59,6 +59,11 @@ class RunDir:
         return self.paths.name
 
     @property
+    def writes(self) -> bool:
+        """Whether this process writes the run's files (process 0 of a multi-host run, or the only one)."""
+        return self.events is not None
+
+    @property
     def metrics_file(self):
         return self.paths.results / METRICS_FILE
 
@@ -99,7 +104,7 @@ class RunDir:
             log.info("resuming %s from epoch %d", self.name, start_epoch)
         # Rows of epochs the restored state does not contain (killed between row and save) go.
         history = read_history(self.metrics_file, start_epoch)
-        if self.events is not None:
+        if self.writes:
             write_text(self.metrics_file, "".join(json.dumps(h) + "\n" for h in history))
         return Restored(state, start_epoch, resume, history)
 
@@ -109,7 +114,7 @@ class RunDir:
         The row goes first: killed before the save, the epoch is repeated and its row dropped on
         resume; the other order could lose the row of a saved epoch.
         """
-        if self.events is not None:
+        if self.writes:
             with open(self.metrics_file, "a") as f:
                 f.write(json.dumps(row) + "\n")
             self.events.scalars(epoch, epoch_scalars(row))
