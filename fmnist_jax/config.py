@@ -24,7 +24,7 @@ from fmnist_jax.errors import ConfigError
 from fmnist_jax.evaluation import tta
 from fmnist_jax.models import layers
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 SCHEDULES = ("constant", "cosine", "onecycle")
 SPLITS = ("random", "stratified", "ordered")
 MEMBER_EXECUTIONS = ("auto", "vmap", "map")
@@ -66,13 +66,17 @@ class TrainConfig:
     epoch_passes: int = _field(1, "Passes over the training split in one epoch, each in a fresh order "
                                "with fresh augmentations (seed 002's epoch was every image three times).")
     optimizer: str = _field("adam", "adam (L2 through the gradient, as Keras), adamw (decoupled "
-                            "decay) or sgd (Nesterov momentum).", OPTIMIZERS)
+                            "decay), sgd (Nesterov momentum) or muon (orthogonalised Nesterov momentum "
+                            "for the convolution and hidden dense kernels, decoupled decay; Adam at "
+                            "muon_aux_lr for biases, norms and the head).", OPTIMIZERS)
     lr: float = _field(1e-3, "Peak learning rate.")
     adam_eps: float = _field(1e-8, "Epsilon of adam and adamw (optax and Keras 2.0: 1e-8; tf.keras: 1e-7).")
     schedule: str = _field("constant", "Learning-rate schedule.", SCHEDULES)
     warmup_epochs: float = _field(0.0, "Linear learning-rate warm-up in epochs (constant and cosine).")
     weight_decay: float = _field(0.0, "Weight decay (decoupled for adamw, L2 otherwise).")
-    momentum: float = _field(0.9, "Momentum of sgd.")
+    momentum: float = _field(0.9, "Momentum of sgd and muon.")
+    muon_aux_lr: float = _field(3e-3, "muon: the peak learning rate of its Adam (biases, batch-norm "
+                                "scales and shifts, the classifier head), on the same schedule as lr.")
     bias_lr_scale: float = _field(1.0, "Multiplies the learning rate of every bias and batch-norm "
                                   "shift (beta); the kernels keep lr.")
     ema_decay: float = _field(0.0, "Decay of an exponential moving average of the parameters, which "
@@ -200,6 +204,10 @@ class TrainConfig:
             raise ConfigError("rotate_degrees", f"must be in [0, 180], got {self.rotate_degrees}.")
         if not 0.0 <= self.vshift_fraction < 1.0:
             raise ConfigError("vshift_fraction", f"must be in [0, 1), got {self.vshift_fraction}.")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError("momentum", f"must be in [0, 1), got {self.momentum}.")
+        if not self.muon_aux_lr > 0:
+            raise ConfigError("muon_aux_lr", f"must be positive, got {self.muon_aux_lr}.")
         if not self.adam_eps > 0:
             raise ConfigError("adam_eps", f"must be positive, got {self.adam_eps}.")
         if not self.l2 >= 0:

@@ -105,6 +105,8 @@ def test_nan_loss_stops_with_a_clear_error():
     (dict(erase_p=1.5), "erase_p must be in"),
     (dict(label_smoothing=1.0), "label_smoothing must be in"),
     (dict(augment=("blur",)), "augment does not know 'blur'"),
+    (dict(momentum=1.0), "momentum must be in"),
+    (dict(muon_aux_lr=0.0), "muon_aux_lr must be positive"),
 ])
 def test_bad_configs_name_their_field(changes, message):
     with pytest.raises(ConfigError, match=message) as error:

@@ -3,6 +3,9 @@
 * `scale_bias_updates(s)`: every bias (and batch-norm shift, which Flax also names "bias") moves
   s times as far as the optimizer says; with the learning rate applied last in every optimizer
   here, that is a learning rate s times larger for those parameters.
+* `muon(...)`: optax's Muon for the convolution and hidden dense kernels (their momentum
+  orthogonalised by a Newton-Schulz iteration), Adam for everything else: biases, batch-norm
+  scales and shifts, and the classifier head (`muon_dimension_numbers` says which is which).
 * `params_ema(decay)`: an exponential moving average of the parameters, kept in the optimizer
   state (as Keras optimizers' `use_ema` does). Training never reads it; `train.variables_of`
   returns it in place of the parameters, so validation, best-epoch selection, test, predict and
@@ -19,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from optax.contrib import MuonDimensionNumbers
 
 # Flax's name for the bias of Dense / Conv and for BatchNorm's shift (beta).
 BIAS_NAME = "bias"
@@ -38,6 +42,39 @@ def scale_bias_updates(scale: float) -> optax.GradientTransformation:
         return scaled, state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def muon_dimension_numbers(params, n_outputs: int):
+    """Which parameters Muon orthogonalises, and as what matrix: None for the rest (Adam's).
+
+    A convolution kernel [h, w, c_in, c_out] is the matrix [h * w * c_in, c_out] (the reduction
+    axes first, as Muon's x @ W); a dense kernel [c_in, c_out] is itself, unless it is the head
+    (c_out == n_outputs: the logits), which, as in the Muon papers and airbench, stays with Adam
+    like every vector (biases, batch-norm scales and shifts).
+    """
+    def spec(x):
+        if x.ndim == 4:
+            return MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+        if x.ndim == 2 and x.shape[-1] != n_outputs:
+            return MuonDimensionNumbers(reduction_axis=0, output_axis=1)
+        return None
+    return jax.tree.map(spec, params)
+
+
+def muon(learning_rate, aux_learning_rate, momentum: float, weight_decay, n_outputs: int
+         ) -> optax.GradientTransformation:
+    """Muon (optax.contrib.muon, Nesterov, 5 Newton-Schulz steps) on the kernels that
+    `muon_dimension_numbers` names, with decoupled `weight_decay` (times the learning rate);
+    Adam at `aux_learning_rate` on the other parameters, without decay. Both rates may be schedules.
+
+    Each orthogonalised update is scaled by sqrt(max(1, fan_out / fan_in)) (Muon's width rule), so
+    its root-mean-square entry is about 1 / sqrt(fan_in): Muon's learning rate (about 0.02-0.1) is
+    not Adam's (about 1e-3).
+    """
+    return optax.contrib.muon(
+        learning_rate, beta=momentum, weight_decay=weight_decay, nesterov=True,
+        adam_learning_rate=aux_learning_rate,
+        muon_weight_dimension_numbers=lambda params: muon_dimension_numbers(params, n_outputs))
 
 
 class EmaState(NamedTuple):

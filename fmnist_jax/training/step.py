@@ -28,6 +28,7 @@ import optax
 from fmnist_jax import models
 from fmnist_jax.config import HPARAM_NAMES, TrainConfig, check_hparams
 from fmnist_jax.data import augment as augment_lib
+from fmnist_jax.data import datasets
 from fmnist_jax.errors import ConfigError, UserError
 from fmnist_jax.models import layers
 from fmnist_jax.models.layers import preprocess
@@ -107,7 +108,8 @@ def learning_rate_schedule(cfg: TrainConfig, steps_per_epoch: int, peak=None) ->
 
 def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, hparams: HParams | None = None
                    ) -> optax.GradientTransformation:
-    """Adam (default), AdamW or SGD with momentum, on the configured schedule.
+    """Adam (default), AdamW, SGD with momentum or Muon (`optim.muon`: its Adam for biases, norms
+    and the head at cfg.muon_aux_lr, on the same schedule), on the configured schedule.
 
     Learning rate and weight decay come from `hparams` (default: the config's), which may be
     traced: the optimizer is rebuilt inside the step from the member's values, and its state has
@@ -125,6 +127,9 @@ def make_optimizer(cfg: TrainConfig, steps_per_epoch: int, hparams: HParams | No
         tx = optax.chain(optax.add_decayed_weights(hp.weight_decay), optax.adam(lr, eps=cfg.adam_eps))
     elif cfg.optimizer == "adamw":
         tx = optax.adamw(lr, eps=cfg.adam_eps, weight_decay=hp.weight_decay)
+    elif cfg.optimizer == "muon":
+        aux_lr = learning_rate_schedule(cfg, steps_per_epoch, cfg.muon_aux_lr)
+        tx = optim.muon(lr, aux_lr, cfg.momentum, hp.weight_decay, datasets.NUM_CLASSES)
     else:
         tx = optax.chain(optax.add_decayed_weights(hp.weight_decay),
                          optax.sgd(lr, momentum=cfg.momentum, nesterov=True))
