@@ -28,7 +28,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "muon")
 SCHEDULES = ("constant", "cosine", "onecycle")
 SPLITS = ("random", "stratified", "ordered")
 MEMBER_EXECUTIONS = ("auto", "vmap", "map")
-SELECTIONS = ("val_accuracy", "val_loss")
+SELECTIONS = ("val_accuracy", "val_loss", "final")
 
 # Hyper-parameters that do not change shapes: members of one program may each have their own
 # (they live in the training state as arrays, see train.HParams), so a sweep grids over them.
@@ -125,7 +125,8 @@ class TrainConfig:
                       "flip_shift (mirror and ±1-pixel shifts).", tuple(tta.VIEWS))
     # Validation split and members.
     val_fraction: float = _field(0.15, "Share of the training images held out for validation "
-                                 "(model selection: each member keeps its best-validation epoch).")
+                                 "(model selection: each member keeps its best-validation epoch); 0 "
+                                 "trains on every image and needs select=final.")
     split: str = _field("ordered", "Which images validate: random, stratified (the same share of "
                         "every class) or ordered (the last share, as seed 002).", SPLITS)
     seed: int = _field(0, "Random seed of the first member (init, shuffling, augmentation, dropout "
@@ -138,8 +139,9 @@ class TrainConfig:
     data_seed: int = _field(-1, "Seed of the validation split and of the fixed copies (-1: the run's "
                             "seed): members trained as separate runs share their data with it.")
     select: str = _field("val_accuracy", "What picks each member's best epoch (the checkpoint the "
-                         "summary scores first): the highest validation accuracy or the lowest "
-                         "validation loss.", SELECTIONS)
+                         "summary scores first): the highest validation accuracy, the lowest "
+                         "validation loss, or none: final scores the last epoch's state (the "
+                         "protocol that retrains on all the data, with val_fraction=0).", SELECTIONS)
     # How it executes (the same results to float rounding).
     eval_batch: int = _field(1000, "Evaluation batch size.")
     conv_impl: str = _field("auto", "Convolution implementation: auto (winograd on CPU, "
@@ -175,8 +177,12 @@ class TrainConfig:
             raise ConfigError("train_limit", f"must be 0 (all) or positive, got {self.train_limit}.")
         if not self.warmup_epochs >= 0:
             raise ConfigError("warmup_epochs", f"must be at least 0, got {self.warmup_epochs}.")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError("val_fraction", f"must be in (0, 1), got {self.val_fraction}.")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError("val_fraction", f"must be in [0, 1), got {self.val_fraction}.")
+        if self.val_fraction == 0 and self.select != "final":
+            raise ConfigError("val_fraction", f"0 leaves nothing to validate, so nothing can pick the "
+                                              f"{self.select} epoch: add --select=final (score the last "
+                                              "epoch) or hold out a share.")
         if "flip" in self.augment and "alt_flip" in self.augment:
             raise ConfigError("augment", "has both flip and alt_flip, which both mirror images; choose one.")
         if not 1 <= self.translate_pixels <= 13:

@@ -36,6 +36,33 @@ def test_a_run_trains_resumes_and_equals_an_uninterrupted_one(synthetic_dir, tmp
     assert json.loads((interrupted.results / "config.json").read_text())["lr"] == TINY.lr
 
 
+def test_retraining_on_all_the_data_keeps_no_validation_split_and_scores_the_final_state(synthetic_dir, tmp_path):
+    directory, ds = synthetic_dir
+    where = dict(results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "checkpoints")
+    cfg = dataclasses.replace(TINY, val_fraction=0.0, select="final", epochs=3)
+    paths = RunPaths("all_data", **where)
+    summary = train.train_and_evaluate(cfg, paths, data_dir=directory)
+    assert summary["best_epoch"] == [3] and summary["best_val_accuracy"] == [None]
+    assert summary["test"]["best"] == summary["test"]["final"]
+    history = [json.loads(line) for line in (paths.results / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert not any("val_accuracy" in h or "val_accuracy" in h["members"] for h in history)
+    # Every training image trained: as many as epochs x steps x batch allow, none held out.
+    steps = len(ds.y_train) // cfg.batch
+    assert all(h["images_per_second"] * h["seconds"] == pytest.approx(steps * cfg.batch) for h in history)
+    assert (paths.results / "history.png").exists()
+    # With a validation split, select=final still scores the last epoch, whatever validation says.
+    validated = train.train_and_evaluate(dataclasses.replace(cfg, val_fraction=0.25), RunPaths("final", **where),
+                                         data_dir=directory)
+    assert validated["best_epoch"] == [3] and validated["best_val_accuracy"][0] is not None
+
+
+def test_no_validation_split_needs_select_final():
+    with pytest.raises(config.ConfigError, match="select=final") as error:
+        dataclasses.replace(TINY, val_fraction=0.0).validate()
+    assert error.value.field == "val_fraction"
+
+
 @pytest.mark.parametrize("name", presets.NAMES)
 def test_presets_are_valid_and_state_their_command_and_number(name):
     cfg = presets.get(name)

@@ -74,10 +74,10 @@ def format_report(report: dict) -> str:
 
 
 def plot_history(history: Sequence[dict], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train vs validation."""
+    """Loss and accuracy per epoch, train vs validation (train only for a run without a validation split)."""
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for split in ("train", "val"):
+    for split in ("train", "val") if all("val_accuracy" in h for h in history) else ("train",):
         ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], label=split)
         ax_acc.plot(epochs, [h[f"{split}_accuracy"] for h in history], label=split)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")

@@ -66,8 +66,8 @@ def summarize(run, invocation: dict | None = None) -> dict:
         "members": [m.as_dict() for m in run.setup.members],
         "epochs": len(run.history),
         "best_epoch": sharding.to_host(state.best_epoch).tolist(),
-        "best_val_accuracy": sharding.to_host(state.best_val_accuracy).tolist(),
-        "best_val_loss": sharding.to_host(state.best_val_loss).tolist(),
+        "best_val_accuracy": _scores(state.best_val_accuracy),
+        "best_val_loss": _scores(state.best_val_loss),
         "select": cfg.select,
         "test_accuracy_best": best["plain"]["mean_accuracy"],
         "test_accuracy_best_std": best["plain"]["std_accuracy"],
@@ -93,6 +93,11 @@ def summarize(run, invocation: dict | None = None) -> dict:
         _write_summary(run, result, best["probabilities"])
     log.info("%s", headline(result))
     return result
+
+
+def _scores(values) -> list[float | None]:
+    """Each member's validation score; None where there is none (no validation split)."""
+    return [None if np.isnan(v) else v for v in sharding.to_host(values).tolist()]
 
 
 def _write_summary(run, result: dict, probabilities: dict) -> None:
@@ -121,8 +126,10 @@ def headline(summary: dict) -> str:
     test = summary["test"]
     views = summary.get("tta", "flip")     # summaries written before TrainConfig.tta used flip
     if len(summary["members"]) == 1:
-        return (f"{summary['run']}: best epoch {summary['best_epoch'][0]} (val "
-                f"{summary['best_val_accuracy'][0]:.4f}) -> test accuracy {test['best']['mean_accuracy']:.4f}, "
+        val = summary["best_val_accuracy"][0]
+        picked = ("final epoch (no validation split)" if val is None else
+                  f"{'final' if summary.get('select') == 'final' else 'best'} epoch {summary['best_epoch'][0]} (val {val:.4f})")
+        return (f"{summary['run']}: {picked} -> test accuracy {test['best']['mean_accuracy']:.4f}, "
                 f"loss {test['best']['member_loss'][0]:.4f}; with {views} TTA {test['best_tta']['mean_accuracy']:.4f}; "
                 f"final state {test['final']['mean_accuracy']:.4f}.")
     return (f"{summary['run']}: {len(summary['members'])} members, best epochs {summary['best_epoch']} -> "

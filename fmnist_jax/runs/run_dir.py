@@ -135,7 +135,7 @@ def epoch_scalars(row: dict) -> dict[str, float]:
     """TensorBoard's scalars of a metrics row: the means, and member<i>/<name> with several members."""
     values = {name: row[name] for name in SCALARS if name in row}
     per_member = row.get("members", {})
-    if len(per_member.get("val_accuracy", [])) > 1:
+    if len(per_member.get("train_accuracy", [])) > 1:
         for name, member_values in per_member.items():
             values |= {f"member{i}/{name}": v for i, v in enumerate(member_values)}
     return values

@@ -78,7 +78,7 @@ class RunSetup:
         if train_idx.shape[1] < cfg.batch:
             raise ConfigError("batch", f"{cfg.batch} is larger than the training set "
                                        f"({train_idx.shape[1]} images).")
-        if val_idx.shape[1] == 0:
+        if val_idx.shape[1] == 0 and cfg.select != "final":
             raise ConfigError("val_fraction", f"{cfg.val_fraction} leaves an empty validation split; raise it.")
         hparams = programs_lib.member_hparams(cfg, members)
         mesh = sharding.make_mesh(n_members, cfg.batch, devices)
@@ -126,22 +126,28 @@ class RunSetup:
 
 @dataclasses.dataclass
 class EpochResult:
-    """One epoch of every member; the scalar fields of `as_dict` are means over members."""
+    """One epoch of every member; the scalar fields of `as_dict` are means over members.
+    val_loss / val_accuracy are None when the run holds out no validation split (and `as_dict`
+    leaves them out)."""
     epoch: int
     seconds: float
     images_per_second: float     # all members together
     lr: list[float]
     train_loss: list[float]
     train_accuracy: list[float]
-    val_loss: list[float]
-    val_accuracy: list[float]
+    val_loss: list[float] | None
+    val_accuracy: list[float] | None
 
     def as_dict(self) -> dict:
-        per_member = ("lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+        per_member = ("lr", "train_loss", "train_accuracy") + (("val_loss", "val_accuracy") if self.validated else ())
         row = {"epoch": self.epoch, "seconds": self.seconds, "images_per_second": self.images_per_second}
         row |= {name: float(np.mean(getattr(self, name))) for name in per_member}
         row["members"] = {name: list(getattr(self, name)) for name in per_member}
         return row
+
+    @property
+    def validated(self) -> bool:
+        return self.val_accuracy is not None
 
 
 class Interrupted(Exception):
@@ -163,7 +169,10 @@ def init(setup: RunSetup, programs: Programs) -> RunState:
 
 def validate(setup: RunSetup, programs: Programs, variables) -> dict:
     """Each member's loss and accuracy on its own validation split ({name: [M]}); the loss
-    includes the L2 term of the regularized kernels (TrainConfig.l2), as Keras' val_loss does."""
+    includes the L2 term of the regularized kernels (TrainConfig.l2), as Keras' val_loss does.
+    Without a validation split (val_fraction=0), None."""
+    if setup.n_val == 0:
+        return None
     val = programs.evaluate(variables, setup.x, setup.y, setup.val_idx)
     if setup.cfg.l2:
         val["loss"] = val["loss"] + sharding.to_host(programs.penalty(variables))
@@ -227,13 +236,16 @@ def epochs(setup: RunSetup, programs: Programs, state: RunState, start_epoch: in
         _check_finite(setup.members, train_loss, epoch)
         variables = step.variables_of(state.train)
         val = validate(setup, programs, variables)
-        state = programs.keep_best(state, jnp.asarray(val["accuracy"], jnp.float32),
-                                   jnp.asarray(val["loss"], jnp.float32), epoch + 1)
+        # select=final keeps every epoch (the last is scored); without validation there are no scores.
+        no_scores = np.full(setup.n_members, np.nan, np.float32)
+        state = programs.keep_best(state, jnp.asarray(no_scores if val is None else val["accuracy"], jnp.float32),
+                                   jnp.asarray(no_scores if val is None else val["loss"], jnp.float32), epoch + 1)
         yield EpochResult(
             epoch=epoch + 1, seconds=seconds,
             images_per_second=float(sums["count"].sum()) * (1 - start_step / setup.steps_per_epoch) / seconds,
             lr=lr.tolist(), train_loss=train_loss.tolist(), train_accuracy=(sums["correct"] / sums["count"]).tolist(),
-            val_loss=val["loss"].tolist(), val_accuracy=val["accuracy"].tolist()), state
+            val_loss=None if val is None else val["loss"].tolist(),
+            val_accuracy=None if val is None else val["accuracy"].tolist()), state
 
 
 def fit(setup: RunSetup, programs: Programs | None = None) -> RunState:

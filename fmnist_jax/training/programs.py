@@ -32,7 +32,8 @@ class RunState:
 
     `best` holds each member's parameters and batch statistics from its best epoch (highest
     validation accuracy, or lowest validation loss: TrainConfig.select; the earliest among
-    equals), with that epoch's validation accuracy and loss; `best_epoch` is 0 before the first.
+    equals; the last with select=final), with that epoch's validation accuracy and loss (NaN
+    without a validation split); `best_epoch` is 0 before the first.
     """
     train: step.TrainState
     best: dict
@@ -116,8 +117,14 @@ def abstract_run_state(cfg: TrainConfig, members: Sequence[members_lib.Member], 
 
 def keep_best(state: RunState, val_accuracy, val_loss, epoch, select: str = "val_accuracy") -> RunState:
     """Members whose validation score beat their best (a higher accuracy, or with select="val_loss"
-    a lower loss) take the current variables as best."""
-    better = val_loss < state.best_val_loss if select == "val_loss" else val_accuracy > state.best_val_accuracy
+    a lower loss) take the current variables as best; with select="final" every epoch does (the
+    scores, NaN without a validation split, are recorded as they are)."""
+    if select == "final":
+        better = jnp.ones_like(val_accuracy, dtype=bool)
+    elif select == "val_loss":
+        better = val_loss < state.best_val_loss
+    else:
+        better = val_accuracy > state.best_val_accuracy
 
     def pick(new, old):
         return jnp.where(better.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)

@@ -87,6 +87,9 @@ def sweep(base: config.TrainConfig, paths: RunPaths, *, models: Sequence[str] = 
     The process holds the sweep's lock throughout; `stop` and `progress` are as for `train.train_run`.
     Writes sweep.json, sweep.txt and sweep.png under results/NAME/ and returns the result.
     """
+    if base.val_fraction == 0:
+        raise ConfigError("val_fraction", "0 leaves no validation split, and a sweep ranks its points on "
+                                          "one: hold out a share (the default 0.15).")
     models, batches = list(models) or [base.model], list(batches) or [base.batch]
     lists = {name: list((hparams or {}).get(name, [getattr(base, name)])) for name in config.HPARAM_NAMES}
     check_lists({"model": models, "batch": batches, **lists})

@@ -143,8 +143,10 @@ def _log_start(name: str, setup: loop.RunSetup, n_params: int) -> None:
 
 
 def _log_epoch(row: dict, result: loop.EpochResult, epochs: int) -> None:
-    spread = (f" (min {min(result.val_accuracy):.4f}, max {max(result.val_accuracy):.4f})"
-              if len(result.val_accuracy) > 1 else "")
-    log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f%s  lr %.2g  %.1fs  %.0f img/s",
-             result.epoch, epochs, row["train_loss"], row["train_accuracy"], row["val_loss"], row["val_accuracy"],
-             spread, row["lr"], result.seconds, result.images_per_second)
+    val = "  (no validation split)"
+    if result.validated:
+        spread = (f" (min {min(result.val_accuracy):.4f}, max {max(result.val_accuracy):.4f})"
+                  if len(result.val_accuracy) > 1 else "")
+        val = f"  val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}{spread}"
+    log.info("epoch %d/%d  loss %.4f  acc %.4f%s  lr %.2g  %.1fs  %.0f img/s", result.epoch, epochs,
+             row["train_loss"], row["train_accuracy"], val, row["lr"], result.seconds, result.images_per_second)
