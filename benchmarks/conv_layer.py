@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import roofline
 from benchmarks.timing import median_seconds
 from fmnist_jax.models import layers, winograd
 from fmnist_jax.runs import host_memory
@@ -96,13 +97,22 @@ def main(argv):
             print(f"{name:<14}skipped ({e.name} is not installed)")
     base_name = "torch" if "torch" in results else "xla"
     base = results.get(base_name)
+    # The direct convolution's work: 2 FLOPs a multiply-add; the input and weight gradients are one
+    # such convolution each. Every implementation is measured against it (benchmarks.roofline).
+    fwd_flops = 2 * FLAGS.batch * out * out * 9 * FLAGS.cin * FLAGS.cout
+    peak = roofline.matmul_peak_gflops()
+    print(f"direct-convolution work: {fwd_flops / 1e9:.2f} GFLOP forward, {3 * fwd_flops / 1e9:.2f} with both "
+          f"gradients; float32 matmul peak of this machine: {peak:.0f} GFLOP/s")
     print(f"{'implementation':<16}{'fwd ms':>9}{'fwd+grads ms':>14}"
-          + (f"{'fwd vs ' + base_name:>16}{'f+g vs ' + base_name:>16}" if base else ""))
+          + (f"{'fwd vs ' + base_name:>16}{'f+g vs ' + base_name:>16}" if base else "")
+          + f"{'fwd GFLOP/s':>13}{'of peak':>9}{'f+g GFLOP/s':>13}{'of peak':>9}")
     for name, (fwd, both) in results.items():
         line = f"{name:<16}{fwd * 1e3:9.0f}{both * 1e3:14.0f}"
         if base:
             # > 1: faster than the base.
             line += f"{base[0] / fwd:16.2f}{base[1] / both:16.2f}"
+        for flops, seconds in ((fwd_flops, fwd), (3 * fwd_flops, both)):
+            line += f"{flops / seconds / 1e9:13.1f}{100 * roofline.fraction_of_peak(flops / seconds, peak):8.1f}%"
         print(line, flush=True)
 
 

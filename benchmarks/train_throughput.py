@@ -7,7 +7,10 @@ PyTorch and Keras/TensorFlow, for the seed 002 net and seed 003's small net, Ada
 
 Same machine, same process, same synthetic batches; every framework gets warm-up steps first
 and is timed over --steps steps (median of --repeats timings). The ratio column is
-fmnist_jax-or-peer images/s divided by PyTorch's (> 1: faster than PyTorch).
+fmnist_jax-or-peer images/s divided by PyTorch's (> 1: faster than PyTorch). The roofline
+columns (`benchmarks.roofline`) give each row's training work in model FLOPs (XLA's count of the
+lax.conv step, the same for every implementation and peer), the GFLOP/s that its rate achieves,
+and their fraction of this machine's float32 matmul peak, measured at the start of the run.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 from absl import app, flags
 
+from benchmarks import roofline
 from benchmarks.timing import median_seconds
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.runs import host_memory
@@ -147,8 +151,12 @@ def main(argv):
     print(f"training / evaluation images per second, batch {FLAGS.batch}, Adam; "
           f"median of {FLAGS.repeats} timings of {FLAGS.steps} steps; malloc "
           f"{'keeps freed memory' if kept else 'defaults'} (all frameworks)")
-    print(f"{'net':<9}{'implementation':<14}{'train img/s':>12}{'eval img/s':>12}{'train vs torch':>16}")
+    peak = roofline.matmul_peak_gflops()
+    print(f"float32 matmul peak of this machine (2048 x 2048, XLA): {peak:.0f} GFLOP/s")
+    print(f"{'net':<9}{'implementation':<14}{'train img/s':>12}{'eval img/s':>12}{'train vs torch':>16}"
+          f"  train {roofline.ROOFLINE_HEADER}")
     for net in FLAGS.nets:
+        flops = roofline.training_flops_per_image(TrainConfig(model=net, batch=FLAGS.batch, augment=()))
         results = {}
         for name in FLAGS.frameworks:
             try:
@@ -158,7 +166,8 @@ def main(argv):
         torch_rate = results.get("torch", (None,))[0]
         for name, (train_rate, eval_rate) in results.items():
             ratio = f"{train_rate / torch_rate:16.2f}" if torch_rate else f"{'':>16}"
-            print(f"{net:<9}{name:<14}{train_rate:12.0f}{eval_rate:12.0f}{ratio}", flush=True)
+            print(f"{net:<9}{name:<14}{train_rate:12.0f}{eval_rate:12.0f}{ratio}       "
+                  f"{roofline.roofline_columns(flops, train_rate, peak)}", flush=True)
 
 
 if __name__ == "__main__":
