@@ -5,7 +5,8 @@ per-class precision/recall/F1, of the ensemble of its members or of one member.
   python -m experiments.evaluate --run=speedrun_s0 --tta_views=flip_shift
 
 --tta averages each prediction with the mirror image's (as it always has); --tta_views=NAME picks
-another set of views (fmnist_jax.evaluation.tta: none, flip, flip_shift) and needs no --tta.
+another set of views (fmnist_jax.evaluation.tta: none, flip, flip_shift, ...) and needs no --tta;
+`experiments.tta_views` compares the sets on the run's validation split.
 Reads results/<run>/config.json and checkpoints/<run>/; writes results/<run>/eval_<which>
 [_member<i>][_tta[_<views>]]/ (metrics.json, classification_report.json, confusion_matrix.png,
 misclassified.png). For a run of several members the report is of their soft vote (mean
@@ -29,7 +30,8 @@ def define_flags(fv) -> None:
                       "(the same as --tta_views=flip).", flag_values=fv)
     flags.DEFINE_enum("tta_views", None, list(tta.VIEWS), "Test-time augmentation: average the softmax "
                       "over these views of each image (none; flip: the mirror image; flip_shift: "
-                      "mirror and ±1-pixel shifts). Default: flip with --tta, else none.", flag_values=fv)
+                      "mirror and ±1-pixel shifts; fmnist_jax.evaluation.tta has the others). "
+                      "Default: flip with --tta, else none.", flag_values=fv)
     flags.DEFINE_integer("member", None, "Report on this member alone (0-based) instead of the ensemble.",
                          flag_values=fv)
     cli.define_config_flags(fv, TrainConfig, only=("conv_impl", "eval_batch"),

@@ -122,7 +122,8 @@ class TrainConfig:
                                        "their original trains); otherwise of the training split only.")
     tta: str = _field("flip", "Test-time augmentation of the final test report (summary.json): the "
                       "softmax averaged over these views of each image. none, flip (mirror) or "
-                      "flip_shift (mirror and ±1-pixel shifts).", tuple(tta.VIEWS))
+                      "flip_shift (mirror and diagonal ±1-pixel shifts), flip_cross, flip_ring, flip_diag2 "
+                      "(fmnist_jax.evaluation.tta).", tuple(tta.VIEWS))
     # Validation split and members.
     val_fraction: float = _field(0.15, "Share of the training images held out for validation "
                                  "(model selection: each member keeps its best-validation epoch); 0 "

@@ -1,12 +1,14 @@
 """Test-time augmentation: each named set averages exactly its views' softmax; views shift exactly;
 flip TTA gives the bits it always gave; evaluate reports any set of views."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import cli, evaluate
+from experiments import cli, evaluate, tta_views
 from fmnist_jax import models
 from fmnist_jax.evaluation import ensemble, run_report, scoring, tta
 from fmnist_jax.models.layers import preprocess
@@ -18,6 +20,12 @@ def test_the_named_sets_hold_the_documented_views():
     assert tta.VIEWS["flip"] == (tta.View(), tta.View(flip=True))
     assert set(tta.VIEWS["flip_shift"]) == {tta.View(f, d, d) for f in (False, True) for d in (0, 1, -1)}
     assert all(views[0] == tta.PLAIN for views in tta.VIEWS.values())
+    neighbours = {(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)} - {(0, 0)}
+    assert set(tta.VIEWS["flip_ring"]) == {tta.View(f, 0, 0) for f in (False, True)} | {
+        tta.View(f, dy, dx) for f in (False, True) for dy, dx in neighbours}
+    assert len(tta.VIEWS["flip_ring"]) == 18 and len(tta.VIEWS["flip_cross"]) == 10
+    assert set(tta.VIEWS["flip_diag2"]) == {tta.View(f, d, d) for f in (False, True) for d in (0, 1, -1, 2, -2)}
+    assert all(len(set(views)) == len(views) for views in tta.VIEWS.values())      # no view twice
 
 
 def test_a_view_mirrors_then_shifts_with_background_fill():
@@ -72,3 +80,15 @@ def test_evaluate_reports_the_chosen_views(mlp_ensemble):
     assert flipped["tta"] == "flip" and (results / "eval_best_tta" / "metrics.json").exists()
     assert run_report.tta_views(True) == "flip" and run_report.tta_views(False) == "none"
     assert "TTA" not in run_report.describe(cli.invoke(evaluate, ["--run=mlp2", *flags])).splitlines()[0]
+
+
+def test_views_are_chosen_on_the_validation_split_training_held_out(mlp_ensemble, capsys):
+    flags, _, results = mlp_ensemble
+    rows = {r["views"]: r for r in cli.invoke(tta_views, [f"--run={results.name}", *flags])}
+    assert set(rows) == set(tta.VIEWS)
+    # The plain views score exactly what training measured on its validation split: the split is
+    # rebuilt as it was (and it is not the test set).
+    summary = json.loads((results / "summary.json").read_text())
+    assert rows["none"]["member_accuracy"] == pytest.approx(summary["best_val_accuracy"])
+    assert json.loads((results / "tta_views_best.json").read_text())["views"][0]["views"] == "none"
+    assert "<- best" in capsys.readouterr().out

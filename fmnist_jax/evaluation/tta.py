@@ -4,6 +4,14 @@
     flip        the image and its mirror image (left-right)
     flip_shift  the image and its mirror, each also shifted by (+1, +1) and by (-1, -1) pixels
                 (down-right and up-left, background fill): six views
+    flip_cross  the image and its mirror, each also shifted one pixel up, down, left and right:
+                ten views
+    flip_ring   the image and its mirror, each also shifted to its eight neighbours at one pixel:
+                eighteen views
+    flip_diag2  flip_shift and the diagonal shifts by two pixels, (+2, +2) and (-2, -2): ten views
+
+`experiments.tta_views` scores every set on a trained run's validation split, which is where a
+set is chosen.
 
 Every view has the same weight. The first view of every set is the plain image, so the plain
 prediction comes with the TTA one at no extra cost (`view_logits(...)[0]`). The diagonal shifts
@@ -32,6 +40,11 @@ VIEWS: dict[str, tuple[View, ...]] = {
     "flip": (PLAIN, View(flip=True)),
     "flip_shift": (PLAIN, View(flip=True), View(False, 1, 1), View(False, -1, -1),
                    View(True, 1, 1), View(True, -1, -1)),
+    "flip_cross": (PLAIN, View(flip=True)) + tuple(View(f, dy, dx) for f in (False, True)
+                                                   for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1))),
+    "flip_ring": (PLAIN, View(flip=True)) + tuple(View(f, dy, dx) for f in (False, True)
+                                                  for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx),
+    "flip_diag2": (PLAIN, View(flip=True)) + tuple(View(f, d, d) for f in (False, True) for d in (1, -1, 2, -2)),
 }
 
 
