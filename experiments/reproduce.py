@@ -13,7 +13,13 @@ before it). A finished member's summary, config and test probabilities are copie
 records/members/<run>/ (commit them: a campaign spans machines whose results/ are gone the next
 day); a member finished there or in results/ is skipped; one that stopped resumes from its
 checkpoint (bit-identical to an uninterrupted run), so rerunning this command after any
-interruption continues the reproduction. The full table takes days on two CPU cores (seed 002:
+interruption continues the reproduction.
+
+A member longer than a working stretch on one machine travels in records/in_flight/<run>/
+(`fmnist_jax.runs.carry`: its config, metrics and latest epoch's checkpoint, about 8 MB for seed
+003): when the command is stopped (SIGTERM or Ctrl-C, which it passes to the member, which saves
+and exits), the member is packed there; commit it, and on the next machine this command unpacks
+it and resumes. A finished member's pack is removed. The full table takes days on two CPU cores (seed 002:
 100 epochs of 153,000 images with a 3.4M-parameter net); on one GPU, hours.
 """
 
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +38,8 @@ from absl import flags
 from experiments import cli, results
 from experiments.tables import records
 from fmnist_jax import presets
-from fmnist_jax.errors import ConfigError, RunError
+from fmnist_jax.errors import ConfigError, RunError, RunInterrupted
+from fmnist_jax.runs import carry
 from fmnist_jax.runs.files import PROBABILITIES_FILE, RunPaths
 
 # Extra flags after `--` are handed to every experiments.cnn run.
@@ -49,6 +57,9 @@ def define_flags(fv) -> None:
     flags.DEFINE_string("records_dir", str(records.RECORDS_DIR), "Where the records are.", flag_values=fv)
     flags.DEFINE_string("readme", "README.md", "The README whose table is rebuilt.", flag_values=fv)
     flags.DEFINE_string("results_page", "RESULTS.md", "The results page that is rebuilt.", flag_values=fv)
+    flags.DEFINE_bool("carry", True, "Unpack unfinished members from <records_dir>/in_flight/ before "
+                      "resuming them, and pack a stopped member there (commit it to resume elsewhere).",
+                      flag_values=fv)
     cli.define_run_flags(fv, name=False, overwrite=False)
 
 
@@ -94,6 +105,26 @@ def finished_copy(paths: RunPaths, members_dir: Path) -> RunPaths | None:
     return None
 
 
+def run_member(command: list[str]) -> tuple[int, int | None]:
+    """Runs one member's process to its end; SIGTERM / SIGINT received meanwhile are passed on to
+    it (it saves a checkpoint at the next step boundary and exits) instead of killing this
+    process first. Returns (exit status, the signal received or None)."""
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        process.send_signal(signum)
+
+    process = subprocess.Popen(command)
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        status = process.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return status, (received[0] if received else None)
+
+
 def _minutes(paths: RunPaths) -> float | None:
     summary = json.loads((paths.results / "summary.json").read_text())
     seconds = summary.get("wall_seconds") or summary.get("train_seconds")
@@ -132,6 +163,7 @@ def main(fv, args) -> dict:
     plan = {preset: [RunPaths(run, fv.results_dir) for run in member_runs(preset, fv.members or presets.members(preset))]
             for preset in fv.presets}
     members_dir = Path(fv.records_dir) / "members"
+    carry_dir = Path(fv.records_dir) / "in_flight"
     for preset, runs in plan.items():
         members = len(runs)
         for seed, paths in enumerate(runs):
@@ -147,9 +179,21 @@ def main(fv, args) -> dict:
             print(f"{paths.name}: {'would run' if fv.dry_run else 'running'}: {shlex.join(command)}", flush=True)
             if fv.dry_run:
                 continue
-            status = subprocess.run(command).returncode
+            member_paths = RunPaths(paths.name, fv.results_dir, fv.checkpoint_dir)
+            if fv.carry and (epoch := carry.unpack(carry_dir, member_paths)) is not None:
+                print(f"{paths.name}: unpacked from {carry_dir / paths.name} at epoch {epoch}", flush=True)
+            status, stopped_by = run_member(command)
             if status != 0:
-                raise RunError(f"{paths.name} stopped with exit status {status}; rerun this command to resume it.")
+                packed = carry.pack(member_paths, carry_dir) if fv.carry else None
+                where = (f"; packed at epoch {carry.packed_epoch(packed)} in {packed} "
+                         f"({carry.folder_bytes(packed) / 1e6:.1f} MB): commit it to resume on another machine"
+                         if packed else "")
+                if stopped_by is not None:
+                    raise RunInterrupted(f"{paths.name} stopped on {signal.Signals(stopped_by).name}{where}; "
+                                         "rerun this command to resume it.", stopped_by)
+                raise RunError(f"{paths.name} stopped with exit status {status}{where}; rerun this command to resume it.")
+            if fv.carry:
+                carry.discard(carry_dir, paths.name)
             if fv.record:
                 archive_member(paths, members_dir)      # committed with the records: it outlives this machine
         copies = [finished_copy(paths, members_dir) for paths in runs]
