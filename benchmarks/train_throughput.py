@@ -1,8 +1,10 @@
 """Training and evaluation images/second, side by side: fmnist_jax (each conv implementation),
-PyTorch and Keras/TensorFlow, for the seed 002 net and seed 003's small net, Adam, batch 250.
+PyTorch (every net of benchmarks.torch_nets: seed002, seed003, seed004_cnn, seed004_resnet,
+speedrun_small) and Keras/TensorFlow (seed002, seed003), Adam, batch 250.
 
   python -m benchmarks.train_throughput                  # peers that are installed
   python -m benchmarks.train_throughput --steps=10 --nets=seed003
+  python -m benchmarks.train_throughput --nets=seed004_cnn,seed004_resnet,speedrun_small --frameworks=jax-winograd,torch
   python -m benchmarks.train_throughput --nokeep_freed_memory   # glibc malloc's defaults, for all
 
 Same machine, same process, same synthetic batches; every framework gets warm-up steps first
@@ -68,22 +70,6 @@ def time_jax(net: str, impl: str, steps: int):
     return train_rate, eval_rate
 
 
-def _torch_net(net: str):
-    from torch import nn
-    if net == "seed002":
-        return nn.Sequential(
-            nn.BatchNorm2d(1), nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(64),
-            nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
-            nn.Conv2d(64, 128, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25), nn.Flatten(),
-            nn.Linear(6272, 512), nn.ReLU(), nn.Dropout(0.5), nn.Linear(512, 256), nn.ReLU(),
-            nn.Dropout(0.5), nn.BatchNorm1d(256), nn.Linear(256, 10))
-    return nn.Sequential(
-        nn.BatchNorm2d(1), nn.Conv2d(1, 64, 4, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.1),
-        nn.Conv2d(64, 64, 4), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.3), nn.Flatten(),
-        nn.Linear(1600, 256), nn.ReLU(), nn.Dropout(0.5), nn.Linear(256, 64), nn.ReLU(),
-        nn.BatchNorm1d(64), nn.Linear(64, 10))
-
-
 def time_torch(net: str):
     import torch  # noqa: F401  (fails early, with a clear ImportError, when the bench extra is missing)
     if FLAGS.threads:
@@ -92,7 +78,8 @@ def time_torch(net: str):
     x, y = _data(FLAGS.batch * FLAGS.steps)
     xt = torch.from_numpy(x).float().div(255).unsqueeze(1)
     yt = torch.from_numpy(y).long()
-    model = _torch_net(net)
+    from benchmarks import torch_nets
+    model = torch_nets.create(net)
     opt = torch.optim.Adam(model.parameters(), 1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -120,6 +107,8 @@ def time_keras(net: str):
     from keras import layers as kl
     x, y = _data(FLAGS.batch * FLAGS.steps)
     x = (x.astype(np.float32) / 255)[..., None]
+    if net not in ("seed002", "seed003"):
+        raise KeyError(f"no Keras twin of {net!r} (seed002 and seed003 have one)")
     if net == "seed002":
         model = keras.Sequential([
             keras.Input((28, 28, 1)), kl.BatchNormalization(), kl.Conv2D(64, 3, padding="same", activation="relu"),
@@ -163,6 +152,8 @@ def main(argv):
                 results[name] = runners[name](net)
             except ImportError as e:
                 print(f"{net:<9}{name:<14}  skipped ({e.name} is not installed: pip install -e '.[bench]')")
+            except KeyError as e:
+                print(f"{net:<9}{name:<14}  skipped ({e.args[0]})")
         torch_rate = results.get("torch", (None,))[0]
         for name, (train_rate, eval_rate) in results.items():
             ratio = f"{train_rate / torch_rate:16.2f}" if torch_rate else f"{'':>16}"
