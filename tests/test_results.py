@@ -1,6 +1,7 @@
 """experiments.results: finished runs recorded into records/, the README's table rebuilt from them,
 its staleness check, and the provenance every summary carries (command, wall clock, resume)."""
 
+import dataclasses
 import json
 import shutil
 
@@ -239,3 +240,21 @@ def test_a_preset_scored_on_its_final_state_shows_the_final_accuracy():
     assert "88.00% (final state)" in results_table.markdown([row])
     summary["invocation"]["preset"] = "seed003"
     assert results_table.row({"name": "s", "runs": [{"summary": summary, "config": {}}]})["test_accuracy_mean"] == 0.90
+
+
+def test_a_rows_command_repeats_its_run_after_the_preset_changed():
+    from fmnist_jax import config, presets
+    saved = config.as_record(dataclasses.replace(presets.get("speedrun"), label_smoothing=0.2, epochs=12))
+    command = "python -m experiments.cnn --epochs=12 --preset=speedrun --run_name=r --seed=3"
+    assert results_table.repeat_command(command, saved, "speedrun") == command + " --label_smoothing=0.2"
+    # As the preset is now: nothing to add; no preset or no config: the command as run.
+    same = config.as_record(dataclasses.replace(presets.get("speedrun"), seed=3))
+    assert results_table.repeat_command(command, same, "speedrun") == command
+    assert results_table.repeat_command(command, saved, None) == command
+    assert results_table.repeat_command(command, None, "speedrun") == command
+    # A former zoo name in an old config is what it stood for, not a change of model.
+    old = dict(config.as_record(presets.get("speedrun")), model="speedrun_small", model_args={})
+    assert results_table.repeat_command(command, old, "speedrun") == command
+    assert results_table.repeat_command("c --preset=speedrun", dict(saved, augment=["flip"], ema_decay=0.0),
+                                        "speedrun") == "c --preset=speedrun --augment=flip --ema_decay=0.0 " \
+                                                       "--epochs=12 --label_smoothing=0.2"
