@@ -20,7 +20,7 @@ from absl import app, flags
 
 from benchmarks import roofline
 from benchmarks.timing import median_seconds
-from fmnist_jax.models import layers, winograd
+from fmnist_jax.models import layers, toom_cook, winograd
 from fmnist_jax.runs import host_memory
 
 FLAGS = flags.FLAGS
@@ -28,8 +28,10 @@ flags.DEFINE_integer("batch", 250, "Batch size.")
 flags.DEFINE_integer("size", 28, "Height and width of the input.")
 flags.DEFINE_integer("cin", 64, "Input channels.")
 flags.DEFINE_integer("cout", 64, "Output channels.")
+flags.DEFINE_integer("kernel", 3, "Kernel height and width (winograd: 3 only; toom_cook: any).")
 flags.DEFINE_enum("padding", "SAME", ["SAME", "VALID"], "Padding.")
-flags.DEFINE_list("impls", ["xla", "hybrid", "matmul", "winograd", "torch"], "Implementations to time.")
+flags.DEFINE_list("impls", ["xla", "hybrid", "matmul", "winograd", "torch"], "Implementations to time "
+                  "(also toom_cook: Winograd F(2x2, kxk) from Toom-Cook matrices, fmnist_jax.models.toom_cook).")
 flags.DEFINE_list("chunks", [], "Winograd chunk sizes to time (images per chunk); empty: the cache rule's.")
 flags.DEFINE_integer("repeats", 3, "Timings per implementation (the median is reported).")
 flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.runs.host_memory).")
@@ -71,9 +73,10 @@ def main(argv):
     kept = FLAGS.keep_freed_memory and host_memory.keep_freed_memory()
     kx, kw = jax.random.split(jax.random.key(0))
     x = jax.random.normal(kx, (FLAGS.batch, FLAGS.size, FLAGS.size, FLAGS.cin))
-    w = jax.random.normal(kw, (3, 3, FLAGS.cin, FLAGS.cout)) / 24
+    k = FLAGS.kernel
+    w = jax.random.normal(kw, (k, k, FLAGS.cin, FLAGS.cout)) / (8 * k)
     pad = FLAGS.padding
-    out = FLAGS.size if pad == "SAME" else FLAGS.size - 2
+    out = FLAGS.size if pad == "SAME" else FLAGS.size - k + 1
     rule = winograd.default_chunk(FLAGS.batch, out, out, FLAGS.cin, FLAGS.cout)
     runs = {}
     for name in FLAGS.impls:
@@ -83,10 +86,12 @@ def main(argv):
                 runs[f"winograd/{chunk}"] = lambda conv=conv: _time_jax(conv, x, w)
         elif name == "torch":
             runs["torch"] = lambda: _time_torch(x, w)
+        elif name == "toom_cook":
+            runs["toom_cook"] = lambda: _time_jax(functools.partial(toom_cook.conv_toom_cook, padding=pad), x, w)
         else:
             conv = functools.partial(layers.CONV_FUNCTIONS[name], strides=(1, 1), padding=pad)
             runs[name] = lambda conv=conv: _time_jax(conv, x, w)
-    print(f"{FLAGS.cin}->{FLAGS.cout} 3x3 {pad}, batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}; median of "
+    print(f"{FLAGS.cin}->{FLAGS.cout} {k}x{k} {pad}, batch {FLAGS.batch}, {FLAGS.size}x{FLAGS.size}; median of "
           f"{FLAGS.repeats}; malloc {'keeps freed memory' if kept else 'defaults'}; winograd chunk rule: "
           f"{rule} images (last-level cache {winograd.last_level_cache_bytes() // 2**20} MiB)")
     results = {}
@@ -99,7 +104,7 @@ def main(argv):
     base = results.get(base_name)
     # The direct convolution's work: 2 FLOPs a multiply-add; the input and weight gradients are one
     # such convolution each. Every implementation is measured against it (benchmarks.roofline).
-    fwd_flops = 2 * FLAGS.batch * out * out * 9 * FLAGS.cin * FLAGS.cout
+    fwd_flops = 2 * FLAGS.batch * out * out * k * k * FLAGS.cin * FLAGS.cout
     peak = roofline.matmul_peak_gflops()
     print(f"direct-convolution work: {fwd_flops / 1e9:.2f} GFLOP forward, {3 * fwd_flops / 1e9:.2f} with both "
           f"gradients; float32 matmul peak of this machine: {peak:.0f} GFLOP/s")
