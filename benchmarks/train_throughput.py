@@ -7,8 +7,9 @@ speedrun_small) and Keras/TensorFlow (seed002, seed003), Adam, batch 250.
   python -m benchmarks.train_throughput --nets=seed004_cnn,seed004_resnet,speedrun_small --frameworks=jax-winograd,torch
   python -m benchmarks.train_throughput --nokeep_freed_memory   # glibc malloc's defaults, for all
 
-Same machine, same process, same synthetic batches; every framework gets warm-up steps first
-and is timed over --steps steps (median of --repeats timings). The ratio column is
+Same machine, same process, same synthetic batches; every framework gets a warm-up pass first,
+then --repeats rounds time each framework's --steps steps one after the other (interleaved:
+ours, PyTorch, ours, PyTorch ...), and each rate is the median over the rounds. The ratio column is
 fmnist_jax-or-peer images/s divided by PyTorch's (> 1: faster than PyTorch). The roofline
 columns (`benchmarks.roofline`) give each row's training work in model FLOPs (XLA's count of the
 lax.conv step, the same for every implementation and peer), the GFLOP/s that its rate achieves,
@@ -17,11 +18,14 @@ and their fraction of this machine's float32 matmul peak, measured at the start 
 
 from __future__ import annotations
 
+import statistics
+import time
+from typing import Callable, NamedTuple
+
 import numpy as np
 from absl import app, flags
 
 from benchmarks import roofline
-from benchmarks.timing import median_seconds
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.runs import host_memory
 
@@ -32,15 +36,18 @@ flags.DEFINE_list("frameworks", ["jax-hybrid", "jax-matmul", "torch", "keras"],
                   "gradients, very slow on CPU).")
 flags.DEFINE_integer("batch", 250, "Batch size.")
 flags.DEFINE_integer("steps", 8, "Training steps per timing.")
-flags.DEFINE_integer("repeats", 3, "Timings per implementation (the median is reported).")
+flags.DEFINE_integer("repeats", 3, "Interleaved rounds of timings (each rate is the median over them).")
 flags.DEFINE_integer("threads", 0, "Threads for PyTorch/TensorFlow (0: their default).")
 flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.runs.host_memory) "
                   "for the whole process, so every framework runs with it; --nokeep_freed_memory: "
                   "glibc's defaults for all.")
 
 
-def _median_rate(run, images_per_call: int) -> float:
-    return images_per_call / median_seconds(run, FLAGS.repeats)
+class Workload(NamedTuple):
+    """One framework's training pass and evaluation pass over `images` images, each blocking."""
+    train: Callable[[], object]
+    evaluate: Callable[[], object]
+    images: int
 
 
 def _data(n: int):
@@ -48,8 +55,8 @@ def _data(n: int):
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)
 
 
-def time_jax(net: str, impl: str, steps: int):
-    """Training and evaluation images/s of the library's own training path (one member)."""
+def time_jax(net: str, impl: str, steps: int) -> Workload:
+    """The library's own training path (one member): `loop.train_epoch` and `loop.validate`."""
     import jax
 
     from fmnist_jax.training import loop
@@ -65,9 +72,7 @@ def time_jax(net: str, impl: str, steps: int):
         state[0], _, _ = loop.train_epoch(setup, programs, state[0], 0)
         jax.block_until_ready(state[0])
 
-    train_rate = _median_rate(train_run, len(y))
-    eval_rate = _median_rate(lambda: loop.validate(setup, programs, state[0].best), len(y))
-    return train_rate, eval_rate
+    return Workload(train_run, lambda: loop.validate(setup, programs, state[0].best), len(y))
 
 
 def time_torch(net: str):
@@ -97,7 +102,7 @@ def time_torch(net: str):
             for i in range(FLAGS.steps):
                 model(xt[i * FLAGS.batch:(i + 1) * FLAGS.batch]).argmax(1)
 
-    return _median_rate(train_run, len(y)), _median_rate(eval_run, len(y))
+    return Workload(train_run, eval_run, len(y))
 
 
 def time_keras(net: str):
@@ -123,9 +128,25 @@ def time_keras(net: str):
             kl.Dropout(0.3), kl.Flatten(), kl.Dense(256, activation="relu"), kl.Dropout(0.5),
             kl.Dense(64, activation="relu"), kl.BatchNormalization(), kl.Dense(10)])
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    train_rate = _median_rate(lambda: model.fit(x, y, batch_size=FLAGS.batch, epochs=1, verbose=0), len(y))
-    eval_rate = _median_rate(lambda: model.predict(x, batch_size=FLAGS.batch, verbose=0), len(y))
-    return train_rate, eval_rate
+    return Workload(lambda: model.fit(x, y, batch_size=FLAGS.batch, epochs=1, verbose=0),
+                    lambda: model.predict(x, batch_size=FLAGS.batch, verbose=0), len(y))
+
+
+def interleaved_rates(workloads: dict[str, Workload], repeats: int) -> dict[str, tuple[float, float]]:
+    """{name: (train img/s, eval img/s)}: one warm-up pass of each, then `repeats` rounds in which
+    every workload is timed once after the other (ours, PyTorch, ours, PyTorch ...), so a change
+    in the machine's speed during the run reaches every framework alike; medians of the rounds."""
+    seconds = {name: ([], []) for name in workloads}
+    for work in workloads.values():
+        work.train()
+        work.evaluate()
+    for _ in range(repeats):
+        for name, work in workloads.items():
+            for i, run in enumerate((work.train, work.evaluate)):
+                start = time.perf_counter()
+                run()
+                seconds[name][i].append(time.perf_counter() - start)
+    return {name: tuple(workloads[name].images / statistics.median(t) for t in seconds[name]) for name in workloads}
 
 
 def main(argv):
@@ -142,22 +163,23 @@ def main(argv):
           f"{'keeps freed memory' if kept else 'defaults'} (all frameworks)")
     peak = roofline.matmul_peak_gflops()
     print(f"float32 matmul peak of this machine (2048 x 2048, XLA): {peak:.0f} GFLOP/s")
-    print(f"{'net':<9}{'implementation':<14}{'train img/s':>12}{'eval img/s':>12}{'train vs torch':>16}"
+    print(f"{'net':<16}{'implementation':<14}{'train img/s':>12}{'eval img/s':>12}{'train vs torch':>16}"
           f"  train {roofline.ROOFLINE_HEADER}")
     for net in FLAGS.nets:
         flops = roofline.training_flops_per_image(TrainConfig(model=net, batch=FLAGS.batch, augment=()))
-        results = {}
+        workloads = {}
         for name in FLAGS.frameworks:
             try:
-                results[name] = runners[name](net)
+                workloads[name] = runners[name](net)
             except ImportError as e:
-                print(f"{net:<9}{name:<14}  skipped ({e.name} is not installed: pip install -e '.[bench]')")
+                print(f"{net:<16}{name:<14}  skipped ({e.name} is not installed: pip install -e '.[bench]')")
             except KeyError as e:
-                print(f"{net:<9}{name:<14}  skipped ({e.args[0]})")
+                print(f"{net:<16}{name:<14}  skipped ({e.args[0]})")
+        results = interleaved_rates(workloads, FLAGS.repeats)
         torch_rate = results.get("torch", (None,))[0]
         for name, (train_rate, eval_rate) in results.items():
             ratio = f"{train_rate / torch_rate:16.2f}" if torch_rate else f"{'':>16}"
-            print(f"{net:<9}{name:<14}{train_rate:12.0f}{eval_rate:12.0f}{ratio}       "
+            print(f"{net:<16}{name:<14}{train_rate:12.0f}{eval_rate:12.0f}{ratio}       "
                   f"{roofline.roofline_columns(flops, train_rate, peak)}", flush=True)
 
 
