@@ -16,7 +16,6 @@ times the transforms' growth (`error_growth`; tests/test_toom_cook.py checks bot
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -41,9 +40,9 @@ class Scheme(NamedTuple):
         return self.m + self.r - 1
 
 
-@functools.lru_cache(maxsize=None)
 def scheme(m: int, r: int) -> Scheme:
-    """Toom-Cook F(m, r) with the points POINTS[:n-1] and infinity (Lavin and Gray's construction).
+    """Toom-Cook F(m, r) with the points POINTS[:n-1] and infinity (Lavin and Gray's construction);
+    built at trace time (a small least-squares solve), once per layer.
 
     A^T evaluates the output polynomial at the points (its last column, for infinity, picks the
     leading coefficient); G evaluates the kernel polynomial there, divided by the Lagrange
