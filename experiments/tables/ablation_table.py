@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from experiments.tables import results_table
-from fmnist_jax.config import TrainConfig
+from fmnist_jax.config import TrainConfig, as_record, from_record
 from fmnist_jax.errors import RunError
 
 # Fields that say which member or run this is, not how it was trained.
@@ -42,9 +42,14 @@ def config_change(base: dict, changed: dict) -> str:
 
 
 def _with_defaults(config: dict) -> dict:
+    """The config with every field, a former zoo name (models.FORMER_NAMES) as what it stood for."""
     defaults = {f.name: list(f.default) if isinstance(f.default, tuple) else f.default
                 for f in dataclasses.fields(TrainConfig)}
-    return {**defaults, **config}
+    full = {**defaults, **config}
+    try:
+        return as_record(from_record(full))
+    except (ValueError, TypeError):       # a config this version cannot build: compare it as saved
+        return full
 
 
 def _show(value) -> str:
