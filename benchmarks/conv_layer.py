@@ -33,6 +33,7 @@ flags.DEFINE_enum("padding", "SAME", ["SAME", "VALID"], "Padding.")
 flags.DEFINE_list("impls", ["xla", "hybrid", "matmul", "winograd", "torch"], "Implementations to time "
                   "(also toom_cook: Winograd F(2x2, kxk) from Toom-Cook matrices, fmnist_jax.models.toom_cook).")
 flags.DEFINE_list("chunks", [], "Winograd chunk sizes to time (images per chunk); empty: the cache rule's.")
+flags.DEFINE_list("toom_m", ["2"], "toom_cook: output tile sizes m of F(m x m, k x k) to time.")
 flags.DEFINE_integer("repeats", 3, "Timings per implementation (the median is reported).")
 flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.runs.host_memory).")
 
@@ -87,7 +88,11 @@ def main(argv):
         elif name == "torch":
             runs["torch"] = lambda: _time_torch(x, w)
         elif name == "toom_cook":
-            runs["toom_cook"] = lambda: _time_jax(functools.partial(toom_cook.conv_toom_cook, padding=pad), x, w)
+            for m in [int(v) for v in FLAGS.toom_m]:
+                tc_rule = winograd.default_chunk(FLAGS.batch, out, out, FLAGS.cin, FLAGS.cout, m=m, r=k)
+                for chunk in [int(c) for c in FLAGS.chunks] or [tc_rule]:
+                    conv = functools.partial(toom_cook.conv_toom_cook, padding=pad, m=m, chunk=chunk)
+                    runs[f"toom_cook{m}/{chunk}"] = lambda conv=conv: _time_jax(conv, x, w)
         else:
             conv = functools.partial(layers.CONV_FUNCTIONS[name], strides=(1, 1), padding=pad)
             runs[name] = lambda conv=conv: _time_jax(conv, x, w)

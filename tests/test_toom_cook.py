@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from fmnist_jax.models import toom_cook
+from fmnist_jax.models import layers, toom_cook, winograd
 
 U = 2.0**-24
 
@@ -65,7 +65,7 @@ def test_value_and_gradients_are_the_correlation_within_the_rounding_bound(shape
     rng = np.random.default_rng(sum(shape) + r)
     x = rng.normal(size=shape).astype(np.float32)
     k = (rng.normal(size=(r, r, shape[-1], 6)) / r).astype(np.float32)
-    pads = toom_cook.padding_pairs(padding, r)
+    pads = winograd.padding_pairs(padding, r)
     y_exact, exact_grads = _exact(x, k, pads)
     dy = rng.normal(size=y_exact.shape).astype(np.float32)
     dx_exact, dk_exact = exact_grads(dy)
@@ -92,3 +92,64 @@ def test_value_and_gradients_are_the_correlation_within_the_rounding_bound(shape
 def test_a_kernel_that_is_not_square_is_one_sentence():
     with pytest.raises(ValueError, match="square kernel"):
         toom_cook.conv_toom_cook(jnp.zeros((1, 8, 8, 2)), jnp.zeros((3, 4, 2, 2)))
+
+
+def test_chunks_scan_and_remainder_equal_one_chunk():
+    # Batch 5 in chunks of 2: two chunks through the scan, a remainder of one. The same sums in
+    # the same order per image, so values and the input gradient agree to the last bits; the
+    # kernel gradient is summed over chunks in another order (a few ulps).
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(5, 9, 9, 8)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(4, 4, 8, 6)) / 4, jnp.float32)
+    dy = jnp.asarray(rng.normal(size=(5, 6, 6, 6)), jnp.float32)
+
+    def value_and_grads(chunk):
+        y, vjp = jax.vjp(lambda x, k: toom_cook.conv_toom_cook(x, k, "VALID", chunk=chunk), x, k)
+        return (y, *vjp(dy))
+
+    one, chunked = jax.jit(lambda: value_and_grads(5))(), jax.jit(lambda: value_and_grads(2))()
+    for a, b, name in zip(one, chunked, ("value", "input gradient", "kernel gradient")):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(jnp.abs(a).max()), err_msg=name)
+
+
+def test_second_derivatives_match_lax_conv():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.normal(size=(3, 8, 8, 8)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(4, 4, 8, 4)) / 4, jnp.float32)
+    ct = jnp.asarray(rng.normal(size=(3, 8, 8, 4)), jnp.float32)
+    lax_conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    tc_conv = lambda x, k: toom_cook.conv_toom_cook(x, k, "SAME", chunk=2)
+
+    def mixed(conv):   # d/dk <x, d/dx <ct, conv(x, k)>>
+        return jax.grad(lambda k: (jax.grad(lambda x: (conv(x, k) * ct).sum())(x) * x).sum())(k)
+
+    want, got = jax.jit(lambda: mixed(lax_conv))(), jax.jit(lambda: mixed(tc_conv))()
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+def test_primal_xla_is_lax_conv_and_winograd_training_gradients_stay():
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.normal(size=(2, 7, 7, 8)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(4, 4, 8, 3)) / 4, jnp.float32)
+    lax_conv = lambda x, k: jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    conv = lambda x, k: toom_cook.conv_toom_cook(x, k, "SAME", primal="xla")
+    np.testing.assert_array_equal(jax.jit(conv)(x, k), jax.jit(lax_conv)(x, k))
+    got = jax.jit(jax.grad(lambda k: (conv(x, k) ** 2).sum()))(k)
+    want = jax.jit(jax.grad(lambda k: (lax_conv(x, k) ** 2).sum()))(k)
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(jnp.abs(want).max()))
+
+
+def test_the_winograd_impl_routes_4x4_kernels_here_and_matches_xla():
+    # seed 003's second convolution shape class (4x4 VALID, 8+ input channels) goes through
+    # F(2x2, 4x4) under conv_impl="winograd"; value and kernel gradient equal lax.conv's.
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.normal(size=(4, 10, 10, 8)), jnp.float32)
+    k = jnp.asarray(rng.normal(size=(4, 4, 8, 5)) / 4, jnp.float32)
+    routed = lambda x, k: layers.conv_winograd_or_hybrid(x, k, (1, 1), "VALID")
+    jaxpr = str(jax.make_jaxpr(jax.grad(lambda k: routed(x, k).sum()))(k))
+    assert "conv_general_dilated" not in jaxpr and "dot_general" in jaxpr
+    want = layers.conv_xla(x, k, (1, 1), "VALID")
+    np.testing.assert_allclose(jax.jit(routed)(x, k), want, atol=1e-5 * float(jnp.abs(want).max()))
+    got_dk = jax.jit(jax.grad(lambda k: (routed(x, k) ** 2).sum()))(k)
+    want_dk = jax.grad(lambda k: (layers.conv_xla(x, k, (1, 1), "VALID") ** 2).sum())(k)
+    np.testing.assert_allclose(got_dk, want_dk, atol=1e-4 * float(jnp.abs(want_dk).max()))

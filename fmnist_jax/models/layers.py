@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from fmnist_jax.models import winograd
+from fmnist_jax.models import toom_cook, winograd
 
 # Keras' defaults, so the seed projects' networks behave (and count parameters) as theirs did.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.99, epsilon=1e-3)
@@ -152,16 +152,21 @@ def conv_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
 
 
 def conv_winograd_or_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
-    """Winograd F(2x2, 3x3) (`winograd.conv_winograd`) for stride-1 3x3 kernels with at least
-    `_FEW_INPUT_CHANNELS` input channels, `conv_hybrid` for every other convolution.
+    """Winograd for stride-1 convolutions with at least `_FEW_INPUT_CHANNELS` input channels:
+    F(2x2, 3x3) (`winograd.conv_winograd`) for 3x3 kernels, F(2x2, 4x4) (`toom_cook`) for 4x4
+    ones; `conv_hybrid` for every other convolution.
 
     With few input channels (a network's first layer) the Winograd products are matmuls over a
     channel or two and the transforms' memory traffic dominates; `benchmarks.conv_layer --cin=1`
-    measures the choice. Without differentiation (evaluation) the value is lax.conv, as in
-    `conv_hybrid`: the whole network evaluated faster that way (`benchmarks.train_throughput`).
+    measures the choice. Without differentiation (evaluation) a 3x3 value is lax.conv, as in
+    `conv_hybrid` (the whole network evaluated faster that way, `benchmarks.train_throughput`);
+    a 4x4 one stays Winograd (XLA CPU's 4x4 forward ran 4x slower: `benchmarks.conv_layer --kernel=4`).
     """
-    if tuple(strides) == (1, 1) and kernel.shape[:2] == (3, 3) and kernel.shape[2] >= _FEW_INPUT_CHANNELS:
-        return winograd.conv_winograd(x, kernel, padding, primal="xla")
+    if tuple(strides) == (1, 1) and kernel.shape[2] >= _FEW_INPUT_CHANNELS:
+        if kernel.shape[:2] == (3, 3):
+            return winograd.conv_winograd(x, kernel, padding, primal="xla")
+        if kernel.shape[:2] == (4, 4):
+            return toom_cook.conv_toom_cook(x, kernel, padding, m=2)
     return conv_hybrid(x, kernel, strides, padding)
 
 

@@ -9,18 +9,25 @@ Y = A^T [(G g G^T) * (B^T d B)] A; the n^2 products over channels are one batche
 F(2x2, 4x4) that is 25 multiplications per output tile and channel pair instead of 64.
 
 The transforms are sums of shifted slices with the schemes' small constant coefficients, which
-XLA fuses; gradients come from JAX's autodiff of these linear maps and the matmul (the same
-transposed transforms a hand-written VJP would use). Values match lax.conv to float32 rounding
-times the transforms' growth (`error_growth`; tests/test_toom_cook.py checks both gradients too).
+XLA fuses. The batch is tiled, chunked and differentiated by `winograd.conv_tiled` (a chunk's
+transformed tiles sized to the cache, a custom VJP that stays in the Winograd domain); the
+transposed transforms it needs are JAX's transposes of these linear maps. Values and both
+gradients match an exact correlation within the rounding bound of tests/test_toom_cook.py (the
+same algorithm run on magnitudes, `absolute`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from fmnist_jax.models import winograd
 
 # The finite interpolation points, in the order the schemes take them (small magnitudes first
 # keep the transforms' entries, hence the rounding error, small).
@@ -40,9 +47,10 @@ class Scheme(NamedTuple):
         return self.m + self.r - 1
 
 
+@functools.lru_cache(maxsize=None)
 def scheme(m: int, r: int) -> Scheme:
     """Toom-Cook F(m, r) with the points POINTS[:n-1] and infinity (Lavin and Gray's construction);
-    built at trace time (a small least-squares solve), once per layer.
+    built at trace time (a small least-squares solve), cached per (m, r).
 
     A^T evaluates the output polynomial at the points (its last column, for infinity, picks the
     leading coefficient); G evaluates the kernel polynomial there, divided by the Lagrange
@@ -86,13 +94,6 @@ def _correlate_1d(s: Scheme, inputs):
 def _direct_1d(r: int, m: int):
     n = m + r - 1
     return np.array([[[float(l == i + k) for l in range(n)] for k in range(r)] for i in range(m)])
-
-
-def error_growth(s: Scheme) -> float:
-    """A bound on how much larger than a direct convolution's the 2-D scheme's rounding error can
-    be: the product of the transforms' largest absolute row sums, squared for two dimensions."""
-    norms = [np.abs(t).sum(axis=1).max() for t in (s.at, s.g, s.bt)]
-    return float(np.prod(norms)) ** 2
 
 
 def _combine(coefficients, slices):
@@ -139,51 +140,76 @@ def output_transform(prod, n_img: int, tiles_h: int, tiles_w: int, s: Scheme):
     return y.reshape(n_img, s.m * tiles_h, s.m * tiles_w, y.shape[-1])
 
 
-def kernel_transform(kernel, s: Scheme):
-    """[r, r, Cin, Cout] HWIO kernel -> [n*n, Cin, Cout] G g G^T."""
-    g = jnp.asarray(s.g, kernel.dtype)
-    v = jnp.einsum("ai,bj,ijco->abco", g, g, kernel, precision=lax.Precision.HIGHEST)
-    return v.reshape(s.n * s.n, *kernel.shape[2:])
-
-
-def padding_pairs(padding, r: int) -> tuple:
-    """SAME (TensorFlow's: the odd pixel at the bottom/right), VALID or explicit pairs, for an r x r kernel."""
-    if isinstance(padding, str):
-        if padding.upper() == "SAME":
-            return (((r - 1) // 2, r // 2),) * 2
-        if padding.upper() == "VALID":
-            return ((0, 0), (0, 0))
-        raise ValueError(f"padding must be SAME, VALID or ((top, bottom), (left, right)), got {padding!r}.")
-    (top, bottom), (left, right) = padding
-    return ((int(top), int(bottom)), (int(left), int(right)))
-
-
 def absolute(s: Scheme) -> Scheme:
     """The scheme with every matrix entry replaced by its absolute value: run on |x| and |kernel|,
     it gives the magnitude that bounds the rounding error (Higham's sum-of-products bound)."""
     return Scheme(s.m, s.r, np.abs(s.at), np.abs(s.g), np.abs(s.bt))
 
 
-def conv_toom_cook(x, kernel, padding="SAME", *, m: int = 2, s: Scheme | None = None):
+def _nested(a: np.ndarray) -> tuple:
+    return tuple(tuple(float(v) for v in row) for row in a)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToomCookTiling(winograd.Tiling):
+    """The F(m x m, r x r) tiling of one convolution with a Toom-Cook scheme's transforms; the
+    matrices are held as nested tuples so that the tiling stays hashable (a static argument)."""
+    at: tuple = ()
+    g: tuple = ()
+    bt: tuple = ()
+
+    @classmethod
+    def create(cls, s: Scheme, height: int, width: int, pads) -> "ToomCookTiling":
+        return cls(**winograd.tile_geometry(s.m, s.r, height, width, pads),
+                   at=_nested(s.at), g=_nested(s.g), bt=_nested(s.bt))
+
+    @property
+    def m(self) -> int:
+        return len(self.at)
+
+    @property
+    def r(self) -> int:
+        return len(self.g[0])
+
+    @property
+    def scheme(self) -> Scheme:
+        return Scheme(self.m, self.r, np.asarray(self.at), np.asarray(self.g), np.asarray(self.bt))
+
+    def input_transform(self, x):
+        return input_transform(self.pad(x), self.tiles_h, self.tiles_w, self.scheme)
+
+    def output_transform(self, prod, n_img: int):
+        return output_transform(prod, n_img, self.tiles_h, self.tiles_w, self.scheme)
+
+    def output_transform_transpose(self, dy):
+        # Linear: JAX transposes its slices, sums and stacks into pads and sums.
+        n_img, c = dy.shape[0], dy.shape[-1]
+        shape = jax.ShapeDtypeStruct((self.n * self.n, n_img * self.tiles_h * self.tiles_w, c), dy.dtype)
+        (dm,) = jax.linear_transpose(lambda p: self.output_transform(p, n_img), shape)(dy)
+        return dm
+
+    def kernel_transform(self, kernel):
+        return winograd.kernel_transform(kernel, self.scheme.g)
+
+    def kernel_transform_transpose(self, dv):
+        return winograd.kernel_transform_transpose(dv, self.scheme.g)
+
+
+def conv_toom_cook(x, kernel, padding="SAME", *, m: int = 2, s: Scheme | None = None, chunk: int | None = None,
+                   primal: str = "winograd"):
     """Stride-1 r x r convolution (NHWC x HWIO, cross-correlation as lax.conv) by Winograd
-    F(m x m, r x r) (or the scheme `s`); differentiable (JAX's autodiff of the linear transforms
-    and the matmul)."""
+    F(m x m, r x r) (or the scheme `s`), with `winograd.conv_tiled`'s chunking over the batch
+    (chunk: images per chunk, default from the cache size) and its chunked custom VJP.
+    primal: "xla" computes the value without differentiation (evaluation) with lax.conv."""
     r = kernel.shape[0]
     if kernel.shape[1] != r:
         raise ValueError(f"conv_toom_cook needs a square kernel, got {kernel.shape[:2]}.")
+    if primal not in ("winograd", "xla"):
+        raise ValueError(f"primal must be 'winograd' or 'xla', got {primal!r}.")
     s = s if s is not None else scheme(m, r)
-    m = s.m
     n_img, h, w, cin = x.shape
     if kernel.shape[2] != cin:
         raise ValueError(f"kernel has {kernel.shape[2]} input channels, the input {cin}.")
-    (top, bottom), (left, right) = padding_pairs(padding, r)
-    out_h, out_w = h + top + bottom - r + 1, w + left + right - r + 1
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"padding {padding!r} leaves an input smaller than the {r}x{r} kernel.")
-    tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
-    # Zeros at the bottom/right complete the last tiles; their outputs are cropped.
-    x = jnp.pad(x, ((0, 0), (top, bottom + m * tiles_h - out_h), (left, right + m * tiles_w - out_w), (0, 0)))
-    u = input_transform(x, tiles_h, tiles_w, s)
-    v = kernel_transform(kernel, s)
-    prod = lax.dot_general(u, v, (((2,), (1,)), ((0,), (0,))))
-    return output_transform(prod, n_img, tiles_h, tiles_w, s)[:, :out_h, :out_w]
+    pads = winograd.padding_pairs(padding, r)
+    tiling = ToomCookTiling.create(s, h, w, pads)
+    return winograd.conv_tiled(x, kernel, tiling, chunk, xla_pads=pads if primal == "xla" else None)

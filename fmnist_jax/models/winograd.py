@@ -58,41 +58,42 @@ def last_level_cache_bytes() -> int:
     return best or _DEFAULT_CACHE_BYTES
 
 
-def chunk_size(out_h: int, out_w: int, cin: int, cout: int, itemsize: int = 4) -> int:
+def chunk_size(out_h: int, out_w: int, cin: int, cout: int, itemsize: int = 4, *, m: int = 2, r: int = 3) -> int:
     """Images per chunk: as many as keep one chunk's transformed tiles in `_CACHE_FRACTION` of the
-    last-level cache. Per image these are 16 * tiles * (cin + cout) numbers (input tiles and
-    products), tiles = ceil(out_h/2) * ceil(out_w/2) for an out_h x out_w output.
+    last-level cache. For F(m x m, r x r) (n = m + r - 1) these are n^2 * tiles * (cin + cout)
+    numbers per image (input tiles and products), tiles = ceil(out_h/m) * ceil(out_w/m).
     """
-    tiles = -(-out_h // 2) * -(-out_w // 2)
-    per_image = itemsize * 16 * tiles * (cin + cout)
+    n = m + r - 1
+    tiles = -(-out_h // m) * -(-out_w // m)
+    per_image = itemsize * n * n * tiles * (cin + cout)
     return max(1, int(_CACHE_FRACTION * last_level_cache_bytes()) // per_image)
 
 
-def _padding_pairs(padding, height: int, width: int):
+def padding_pairs(padding, r: int = 3) -> tuple:
+    """SAME (TensorFlow's: an odd pixel at the bottom/right), VALID or explicit ((top, bottom),
+    (left, right)) pairs, for an r x r stride-1 kernel."""
     if isinstance(padding, str):
         if padding.upper() == "SAME":
-            return ((1, 1), (1, 1))
+            return (((r - 1) // 2, r // 2),) * 2
         if padding.upper() == "VALID":
             return ((0, 0), (0, 0))
-        raise ValueError(f"padding must be SAME, VALID or ((lo, hi), (lo, hi)), got {padding!r}.")
+        raise ValueError(f"padding must be SAME, VALID or ((top, bottom), (left, right)), got {padding!r}.")
     (top, bottom), (left, right) = padding
-    pads = ((int(top), int(bottom)), (int(left), int(right)))
-    if height + sum(pads[0]) < 3 or width + sum(pads[1]) < 3:
-        raise ValueError(f"padding {padding!r} leaves an input smaller than the 3x3 kernel.")
-    return pads
+    return ((int(top), int(bottom)), (int(left), int(right)))
 
 
-def kernel_transform(kernel):
-    """[3, 3, cin, cout] HWIO kernel -> [16, cin, cout] Winograd-domain kernel G g G^T."""
-    g = jnp.asarray(_G, kernel.dtype)
+def kernel_transform(kernel, g=_G):
+    """[r, r, cin, cout] HWIO kernel -> [n*n, cin, cout] Winograd-domain kernel G g G^T, for the
+    [n, r] kernel transform G (default: F(2, 3)'s)."""
+    g = jnp.asarray(g, kernel.dtype)
     v = jnp.einsum("ai,bj,ijco->abco", g, g, kernel, precision=lax.Precision.HIGHEST)
-    return v.reshape(16, *kernel.shape[2:])
+    return v.reshape(g.shape[0] ** 2, *kernel.shape[2:])
 
 
-def _kernel_transform_transpose(dv):
-    """Transpose of `kernel_transform`: [16, cin, cout] -> [3, 3, cin, cout] (G^T dv G)."""
-    g = jnp.asarray(_G, dv.dtype)
-    return jnp.einsum("ai,bj,abco->ijco", g, g, dv.reshape(4, 4, *dv.shape[1:]),
+def kernel_transform_transpose(dv, g=_G):
+    """Transpose of `kernel_transform`: [n*n, cin, cout] -> [r, r, cin, cout] (G^T dv G)."""
+    g = jnp.asarray(g, dv.dtype)
+    return jnp.einsum("ai,bj,abco->ijco", g, g, dv.reshape(g.shape[0], g.shape[0], *dv.shape[1:]),
                       precision=lax.Precision.HIGHEST)
 
 
@@ -147,28 +148,61 @@ def _products(u, v):
     return lax.dot_general(u, v, (((2,), (1,)), ((0,), (0,))))
 
 
+def tile_geometry(m: int, r: int, height: int, width: int, pads) -> dict:
+    """Output size, tile counts, and the padding that makes the input a whole number of m x m
+    output tiles, for an r x r kernel: the fields of a `Tiling`."""
+    out_h, out_w = height + sum(pads[0]) - r + 1, width + sum(pads[1]) - r + 1
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"padding {pads} leaves a {height}x{width} input smaller than the {r}x{r} kernel.")
+    tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
+    # Extra rows/columns (zeros) at the bottom/right complete the last tiles; cropped after.
+    pads = ((pads[0][0], pads[0][1] + m * tiles_h - out_h), (pads[1][0], pads[1][1] + m * tiles_w - out_w))
+    return dict(out_h=out_h, out_w=out_w, tiles_h=tiles_h, tiles_w=tiles_w, pads=pads)
+
+
 @dataclasses.dataclass(frozen=True)
-class _Geometry:
-    """Output size, tile counts, and the padding that makes the input a whole number of tiles."""
+class Tiling:
+    """One convolution's Winograd F(m x m, r x r) tiling and its four linear transforms.
+
+    The chunked forward and custom VJP (`conv_tiled`) need only these; this class is F(2x2, 3x3)
+    with hand-written transforms, `toom_cook.ToomCookTiling` any F(m x m, r x r) from its
+    matrices. Frozen and hashable: it is a static argument of the custom VJP.
+    """
     out_h: int
     out_w: int
     tiles_h: int
     tiles_w: int
     pads: tuple
 
-    @classmethod
-    def create(cls, height: int, width: int, pads):
-        out_h, out_w = height + sum(pads[0]) - 2, width + sum(pads[1]) - 2
-        tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
-        # Extra rows/columns (zeros) at the bottom/right complete the last tiles; cropped after.
-        pads = ((pads[0][0], pads[0][1] + 2 * tiles_h - out_h), (pads[1][0], pads[1][1] + 2 * tiles_w - out_w))
-        return cls(out_h, out_w, tiles_h, tiles_w, pads)
+    m = 2
+    r = 3
+
+    @property
+    def n(self) -> int:
+        return self.m + self.r - 1
 
     def pad(self, x):
         return jnp.pad(x, ((0, 0), *self.pads, (0, 0)))
 
     def input_transform(self, x):
+        """[N, H, W, C] unpadded input -> [n*n, N*th*tw, C] transformed tiles (B^T d B)."""
         return _input_transform(self.pad(x), self.tiles_h, self.tiles_w)
+
+    def output_transform(self, prod, n_img: int):
+        """[n*n, N*th*tw, C] products -> [N, m*th, m*tw, C] output tiles (A^T M A)."""
+        return _output_transform(prod, n_img, self.tiles_h, self.tiles_w)
+
+    def output_transform_transpose(self, dy):
+        """[N, m*th, m*tw, C] -> [n*n, N*th*tw, C]: the transpose of `output_transform`."""
+        return _output_transform_transpose(dy, self.tiles_h, self.tiles_w)
+
+    def kernel_transform(self, kernel):
+        """[r, r, Cin, Cout] HWIO kernel -> [n*n, Cin, Cout] (G g G^T)."""
+        return kernel_transform(kernel)
+
+    def kernel_transform_transpose(self, dv):
+        """[n*n, Cin, Cout] -> [r, r, Cin, Cout]: the transpose of `kernel_transform`."""
+        return kernel_transform_transpose(dv)
 
 
 def _chunked(fn, xs, chunk: int):
@@ -194,35 +228,35 @@ def _chunked(fn, xs, chunk: int):
     return jax.tree.map(lambda *ys: jnp.concatenate(ys), *outs)
 
 
-def default_chunk(batch: int, out_h: int, out_w: int, cin: int, cout: int, itemsize: int = 4) -> int:
+def default_chunk(batch: int, out_h: int, out_w: int, cin: int, cout: int, itemsize: int = 4, *,
+                  m: int = 2, r: int = 3) -> int:
     """The chunk `conv_winograd` uses: at most `chunk_size` images, preferably the largest divisor
     of the batch from half of that up (a remainder is a second copy of the program to compile
     and a small, less efficient matmul), else the smallest chunk giving as few chunks."""
-    most = max(1, min(chunk_size(out_h, out_w, cin, cout, itemsize), batch))
+    most = max(1, min(chunk_size(out_h, out_w, cin, cout, itemsize, m=m, r=r), batch))
     for size in range(most, (most + 1) // 2 - 1, -1):
         if batch % size == 0:
             return size
     return -(-batch // -(-batch // most))
 
 
-def _forward(x, v, geom: _Geometry, chunk: int):
+def _forward(x, v, geom: Tiling, chunk: int):
     def one(xc):
-        m = _products(geom.input_transform(xc), v)
-        y = _output_transform(m, xc.shape[0], geom.tiles_h, geom.tiles_w)
+        y = geom.output_transform(_products(geom.input_transform(xc), v), xc.shape[0])
         return y[:, : geom.out_h, : geom.out_w]
 
     return _chunked(one, (x,), chunk)
 
 
-def _backward(x, v, dy, geom: _Geometry, chunk: int):
+def _backward(x, v, dy, geom: Tiling, chunk: int):
     """(dx, dv): the input gradient and the Winograd-domain kernel gradient, chunk by chunk."""
-    dy_pads = ((0, 0), (0, 2 * geom.tiles_h - geom.out_h), (0, 2 * geom.tiles_w - geom.out_w), (0, 0))
+    dy_pads = ((0, 0), (0, geom.m * geom.tiles_h - geom.out_h), (0, geom.m * geom.tiles_w - geom.out_w), (0, 0))
 
     def one(xc, dyc):
         u = geom.input_transform(xc)
-        dm = _output_transform_transpose(jnp.pad(dyc, dy_pads), geom.tiles_h, geom.tiles_w)
-        dv = lax.dot_general(u, dm, (((1,), (1,)), ((0,), (0,))))          # [16, cin, cout]
-        du = lax.dot_general(dm, v, (((2,), (2,)), ((0,), (0,))))          # [16, p, cin]
+        dm = geom.output_transform_transpose(jnp.pad(dyc, dy_pads))
+        dv = lax.dot_general(u, dm, (((1,), (1,)), ((0,), (0,))))          # [n*n, cin, cout]
+        du = lax.dot_general(dm, v, (((2,), (2,)), ((0,), (0,))))          # [n*n, p, cin]
         # The input transform is linear: its transpose (pads and additions) maps du to dx.
         (dx,) = jax.linear_transpose(geom.input_transform, jax.ShapeDtypeStruct(xc.shape, xc.dtype))(du)
         return dx, dv
@@ -269,29 +303,37 @@ def conv_winograd(x, kernel, padding="SAME", *, chunk: int | None = None, primal
     n, h, w, cin = x.shape
     if kernel.shape[2] != cin:
         raise ValueError(f"kernel has {kernel.shape[2]} input channels, the input {cin}.")
-    pads = _padding_pairs(padding, h, w)
-    geom = _Geometry.create(h, w, pads)
+    pads = padding_pairs(padding, 3)
+    geom = Tiling(**tile_geometry(2, 3, h, w, pads))
+    return conv_tiled(x, kernel, geom, chunk, xla_pads=pads if primal == "xla" else None)
+
+
+def conv_tiled(x, kernel, geom: Tiling, chunk: int | None = None, xla_pads=None):
+    """The convolution `geom` tiles (built by `tile_geometry` for x's spatial size), chunked over
+    the batch (default `default_chunk`), with the chunked custom VJP of this module's docstring.
+    xla_pads: when given, the value without differentiation is lax.conv with this padding."""
     if chunk is None:
-        chunk = default_chunk(n, geom.out_h, geom.out_w, cin, kernel.shape[3], x.dtype.itemsize)
-    return _conv(x, kernel, geom, min(chunk, n), pads if primal == "xla" else None)
+        chunk = default_chunk(x.shape[0], geom.out_h, geom.out_w, x.shape[-1], kernel.shape[3],
+                              x.dtype.itemsize, m=geom.m, r=geom.r)
+    return _conv(x, kernel, geom, min(chunk, x.shape[0]), xla_pads)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _conv(x, kernel, geom, chunk, xla_pads):
     if xla_pads is not None:
         return lax.conv_general_dilated(x, kernel, (1, 1), xla_pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return _forward(x, kernel_transform(kernel), geom, chunk)
+    return _forward(x, geom.kernel_transform(kernel), geom, chunk)
 
 
 def _conv_fwd(x, kernel, geom, chunk, xla_pads):
-    v = kernel_transform(kernel)
+    v = geom.kernel_transform(kernel)
     return _forward(x, v, geom, chunk), (x, v)
 
 
 def _conv_bwd(geom, chunk, xla_pads, residuals, dy):
     x, v = residuals
     dx, dv = _backward(x, v, dy, geom, chunk)
-    return dx, _kernel_transform_transpose(dv)
+    return dx, geom.kernel_transform_transpose(dv)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
