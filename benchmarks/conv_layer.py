@@ -82,6 +82,9 @@ def main(argv):
     runs = {}
     for name in FLAGS.impls:
         if name == "winograd":
+            if k != 3:
+                print("winograd      skipped (F(2x2, 3x3) needs --kernel=3; toom_cook takes any kernel)")
+                continue
             for chunk in [int(c) for c in FLAGS.chunks] or [rule]:
                 conv = functools.partial(winograd.conv_winograd, padding=pad, chunk=chunk)
                 runs[f"winograd/{chunk}"] = lambda conv=conv: _time_jax(conv, x, w)

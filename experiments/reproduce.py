@@ -108,17 +108,23 @@ def finished_copy(paths: RunPaths, members_dir: Path) -> RunPaths | None:
 def run_member(command: list[str]) -> tuple[int, int | None]:
     """Runs one member's process to its end; SIGTERM / SIGINT received meanwhile are passed on to
     it (it saves a checkpoint at the next step boundary and exits) instead of killing this
-    process first. Returns (exit status, the signal received or None)."""
-    received = []
+    process first. Returns (exit status, the signal received or None).
+
+    The member runs in its own session, so a Ctrl-C in the terminal reaches it once (forwarded
+    from here), not twice (a second SIGINT makes a run quit without saving)."""
+    received, process = [], []
 
     def forward(signum, frame):
         received.append(signum)
-        process.send_signal(signum)
+        if process:
+            process[0].send_signal(signum)
 
-    process = subprocess.Popen(command)
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        status = process.wait()
+        process.append(subprocess.Popen(command, start_new_session=True))
+        if received:                          # a signal that came while the member was starting
+            process[0].send_signal(received[0])
+        status = process[0].wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -172,6 +178,8 @@ def main(fv, args) -> dict:
                 print(f"{paths.name}: finished (results in {copy.results})")
                 if fv.record and not fv.dry_run and copy is paths:
                     archive_member(paths, members_dir)
+                if fv.carry and not fv.dry_run:
+                    carry.discard(carry_dir, paths.name)     # a pack left by a machine that stopped it
                 continue
             command = member_command(preset, seed, paths.name, fv, extra)
             if not fv.dry_run:
@@ -196,6 +204,9 @@ def main(fv, args) -> dict:
                 carry.discard(carry_dir, paths.name)
             if fv.record:
                 archive_member(paths, members_dir)      # committed with the records: it outlives this machine
+            if stopped_by is not None:                  # it finished as the stop came: honour the stop
+                raise RunInterrupted(f"{paths.name} finished; stopped on {signal.Signals(stopped_by).name} before "
+                                     "the next member; rerun this command to go on.", stopped_by)
         copies = [finished_copy(paths, members_dir) for paths in runs]
         done[preset] = all(copies)
         if done[preset] and fv.record and not fv.dry_run:

@@ -1,7 +1,6 @@
 """experiments.reproduce: every member of a protocol as its own process, skipped once finished,
 recorded together, the table rebuilt; a dry run trains nothing; bad requests are one sentence."""
 
-import dataclasses
 import json
 import shutil
 
@@ -89,38 +88,6 @@ def test_the_campaign_says_where_it_stands_and_the_time_left(tmp_path):
     status = campaign_status(plan, plan["a"][2])
     assert status.startswith("campaign: a_s2 is member 3 of 5, 2 finished; about 0.3 h left")   # one more 20-minute member
     assert status.endswith("(not counting b)")
-
-
-def test_a_packed_member_resumes_on_another_machine_exactly_as_if_never_moved(synthetic_dir, tmp_path):
-    from fmnist_jax.config import TrainConfig
-    from fmnist_jax.runs import carry
-    from fmnist_jax.runs.files import RunPaths
-    from fmnist_jax.training import train
-
-    directory, _ = synthetic_dir
-    cfg = TrainConfig(model="mlp", epochs=3, batch=30, val_fraction=0.25, augment=("flip",), seed=2, tta="none")
-
-    def machine(name):
-        return RunPaths("member", tmp_path / name / "results", tmp_path / name / "checkpoints")
-
-    straight = train.train_and_evaluate(cfg, RunPaths("straight", tmp_path / "r", tmp_path / "c"), data_dir=directory)
-    first = machine("first")
-    train.train_and_evaluate(dataclasses.replace(cfg, epochs=2), first, data_dir=directory)
-    pack = carry.pack(first, tmp_path / "in_flight")
-    assert carry.packed_epoch(pack) == 2 and sorted(p.name for p in pack.iterdir()) == \
-        ["checkpoint", "config.json", "metrics.jsonl"]
-    second = machine("second")
-    assert carry.unpack(tmp_path / "in_flight", second) == 2
-    assert carry.unpack(tmp_path / "in_flight", second) is None          # nothing newer to bring
-    resumed = train.train_and_evaluate(cfg, second, data_dir=directory)
-    assert resumed["started_at_epoch"] == 2 and resumed["epochs"] == 3
-    for key in ("best", "final"):
-        assert resumed["test"][key]["member_loss"] == straight["test"][key]["member_loss"]
-    # An older pack never replaces a newer one, in either direction.
-    assert carry.pack(second, tmp_path / "in_flight") is not None
-    assert carry.packed_epoch(tmp_path / "in_flight" / "member") == 3
-    carry.pack(first, tmp_path / "in_flight")
-    assert carry.packed_epoch(tmp_path / "in_flight" / "member") == 3
 
 
 def test_reproduce_unpacks_an_in_flight_member_and_drops_the_pack_once_it_finishes(folders, capsys):

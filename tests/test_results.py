@@ -10,6 +10,7 @@ import pytest
 
 from experiments import cli, cnn, results
 from experiments.tables import ablation_table, results_table
+from fmnist_jax import config, presets
 from fmnist_jax.errors import RunError
 from fmnist_jax.evaluation import ensemble
 from fmnist_jax.runs.files import PROBABILITIES_FILE
@@ -205,6 +206,25 @@ def test_an_ablation_row_is_set_against_the_base_run_of_its_seed():
     text = ablation_table.markdown(rows)
     assert "[a1] why" in text and "| no_ema [a1] | ema_decay: 0.99 → 0.0 | 91.50 | -1.50 | 90.50 | -1.50 | 91.00 (flip) | -1.50 | 10.0 | 900 |" in text
     assert "| **recipe** (seed 1) | none (the recipe) |" in text and "std of 1.00 points" in text
+
+
+def test_an_ablation_of_a_run_without_validation_shows_a_dash():
+    # A retrain-on-all run (--val_fraction=0 --select=final) has no validation accuracy.
+    base = _synthetic_record("recipe", [0], [0.91])
+    all_data = _synthetic_record("all_data", [0], [0.92], ablation_of="recipe", val_fraction=0.0)
+    all_data["runs"][0]["summary"]["best_val_accuracy"] = [None]
+    rows = ablation_table.rows([base, all_data])
+    assert rows[1]["val_accuracy"] is None and rows[1]["val_delta"] is None
+    assert rows[1]["test_delta"] == pytest.approx(0.01)
+    assert "| all_data | val_fraction: 0.15 → 0.0 | – | – | 92.00 | +1.00 |" in ablation_table.markdown(rows)
+
+
+def test_a_repeat_command_reads_quoted_flags_as_given():
+    preset_now = presets.get("speedrun")
+    saved = config.as_record(dataclasses.replace(preset_now, model_args={"widths": [16, 32, 64]}, ema_decay=0.0))
+    command = "python -m experiments.cnn --preset=speedrun '--model_args={\"widths\":[16,32,64]}'"
+    repeated = results_table.repeat_command(command, saved, "speedrun")
+    assert repeated.count("--model_args") == 1 and repeated.endswith("--ema_decay=0.0")
 
 
 def test_an_ablation_without_its_base_is_one_sentence():

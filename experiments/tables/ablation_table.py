@@ -65,8 +65,10 @@ def _seed(run: dict) -> int:
 def _numbers(run: dict) -> dict:
     summary = run["summary"]
     fresh = results_table.has_wall_clock(summary)
+    val = summary.get("best_val_accuracy")
     return {
-        "val_accuracy": float(np.mean(summary["best_val_accuracy"])),
+        # None for a run that kept no validation split (--val_fraction=0 --select=final).
+        "val_accuracy": None if val is None or None in val else float(np.mean(val)),
         "test_accuracy": summary["test"]["best"]["mean_accuracy"],
         "tta_accuracy": summary["test"]["best_tta"]["mean_accuracy"],
         "tta_views": summary.get("tta", "flip"),
@@ -105,7 +107,8 @@ def rows(records: Sequence[dict]) -> list[dict]:
         out.append({"name": record["name"], "base": base_record["name"], "seed": _seed(run), "is_base": False,
                     "change": config_change(base_runs[0]["config"], run["config"]), **mine,
                     "notes": record.get("notes", ""),
-                    "val_delta": mine["val_accuracy"] - base["val_accuracy"],
+                    "val_delta": (None if None in (mine["val_accuracy"], base["val_accuracy"])
+                                  else mine["val_accuracy"] - base["val_accuracy"]),
                     "test_delta": mine["test_accuracy"] - base["test_accuracy"],
                     "tta_delta": mine["tta_accuracy"] - base["tta_accuracy"]})
     return out
@@ -120,14 +123,15 @@ def markdown(ablation_rows: Sequence[dict]) -> str:
     spreads, notes = [], []
     for r in ablation_rows:
         is_base = r["is_base"]
-        delta = (lambda d: "–") if is_base else (lambda d: f"{100 * d:+.2f}")
+        delta = (lambda d: "–") if is_base else (lambda d: "–" if d is None else f"{100 * d:+.2f}")
+        val = "–" if r["val_accuracy"] is None else f"{100 * r['val_accuracy']:.2f}"
         name = f"**{r['name']}** (seed {r['seed']})" if is_base else r["name"]
         if r["notes"]:
             notes.append(r["notes"])
             name += f" [a{len(notes)}]"
         minutes = f"{r['minutes']:.1f}" + ("" if r["minutes_are_wall_clock"] else " (training only)")
         ips = "–" if r["images_per_second"] is None else f"{r['images_per_second']:,.0f}"
-        lines.append(f"| {name} | {r['change']} | {100 * r['val_accuracy']:.2f} | {delta(r['val_delta'])} | "
+        lines.append(f"| {name} | {r['change']} | {val} | {delta(r['val_delta'])} | "
                      f"{100 * r['test_accuracy']:.2f} | {delta(r['test_delta'])} | "
                      f"{100 * r['tta_accuracy']:.2f} ({r['tta_views']}) | {delta(r['tta_delta'])} | "
                      f"{minutes} | {ips} |")

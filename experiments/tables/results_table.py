@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Sequence
 
@@ -87,8 +88,16 @@ def repeat_command(command: str, config_record: dict | None, preset: str | None)
         return command
     now = config.as_record(presets.get(preset))
     # Through TrainConfig: a former zoo name (models.FORMER_NAMES) compares as what it stood for.
-    config_record = config.as_record(config.from_record(config_record))
-    given = {word.split("=")[0].lstrip("-").removeprefix("no") for word in command.split(" ") if word.startswith("--")}
+    try:
+        config_record = config.as_record(config.from_record(config_record))
+    except (TypeError, ValueError):     # a record this version cannot build: its command as it was
+        return command
+    given = set()
+    for word in shlex.split(command):
+        if word.startswith("--"):
+            name = word.split("=")[0][2:]
+            # --noflag sets the boolean field `flag`; a field whose own name starts with "no" stays.
+            given.add(name[2:] if "=" not in word and name.startswith("no") and name[2:] in now else name)
     extra = [_flag(name, value) for name, value in sorted(config_record.items())
              if name in now and name not in given and name not in _RUN_IDENTITY and _differs(value, now[name])]
     return " ".join([command, *extra]) if extra else command

@@ -8,7 +8,8 @@ A pack holds what a resume needs and nothing more: the run's config.json and met
 its latest finished epoch's checkpoint (the whole run state: every member's training state and
 best-so-far variables). An interrupted epoch's partial state is left out (it would double the
 size for minutes of work): the run repeats that epoch from its start, exactly as it first ran it,
-so the resumed run is still bit-identical to an uninterrupted one.
+so on the same machine the resumed run is bit-identical to an uninterrupted one (across machines
+XLA may compile differently: docs/training.md).
 """
 
 from __future__ import annotations
@@ -45,7 +46,15 @@ def local_epoch(paths: RunPaths) -> int | None:
 
 
 def folder_bytes(folder: Path) -> int:
+    """Total size of the files under `folder`."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _recover(target: Path) -> None:
+    """Undoes a swap that a crash interrupted: the old pack comes back if the new one never landed."""
+    old = target.with_name(target.name + ".old")
+    if old.exists() and not target.exists():
+        old.rename(target)
 
 
 def pack(paths: RunPaths, carry_dir: Path) -> Path | None:
@@ -53,6 +62,7 @@ def pack(paths: RunPaths, carry_dir: Path) -> Path | None:
     a newer one); returns the pack, or None when the run has no finished epoch to carry."""
     epoch = local_epoch(paths)
     target = Path(carry_dir) / paths.name
+    _recover(target)
     if epoch is None:
         return None
     if target.exists() and (packed_epoch(target) or 0) >= epoch:
@@ -78,6 +88,7 @@ def unpack(carry_dir: Path, paths: RunPaths) -> int | None:
     """Puts carry_dir/<run>/ back into the run's folders when it is further along than they are
     (a run's own newer checkpoints are never replaced); returns the epoch unpacked, or None."""
     source = Path(carry_dir) / paths.name
+    _recover(source)
     epoch = packed_epoch(source) if source.exists() else None
     if epoch is None or (local_epoch(paths) or 0) >= epoch:
         return None
