@@ -143,7 +143,7 @@ def test_the_winograd_impl_routes_4x4_kernels_here_and_matches_xla():
     # seed 003's second convolution shape class (4x4 VALID, 8+ input channels) trains through
     # F(2x2, 4x4) under conv_impl="winograd"; value and kernel gradient equal lax.conv's.
     rng = np.random.default_rng(3)
-    x = jnp.asarray(rng.normal(size=(4, 10, 10, 8)), jnp.float32)
+    x = jnp.asarray(rng.normal(size=(4, 14, 14, 8)), jnp.float32)
     k = jnp.asarray(rng.normal(size=(4, 4, 8, 5)) / 4, jnp.float32)
     routed = lambda x, k: layers.conv_winograd_or_hybrid(x, k, (1, 1), "VALID")
     # Differentiated, no XLA convolution is left (the forward is Winograd too); evaluated, it is lax.conv.

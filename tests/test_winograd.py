@@ -274,3 +274,15 @@ def test_parameters_interchangeable_with_other_impls():
     # (5e-6) times the Winograd magnitude ratio; 1e-4 of the largest logit leaves room for both.
     np.testing.assert_allclose(got, want, atol=1e-4 * float(jnp.abs(want).max()))
     assert layers.resolve_conv_impl("winograd", "cpu") == "winograd"
+
+
+def test_small_maps_evaluate_through_winograd_large_ones_through_lax_conv():
+    # Evaluation (no differentiation) of a 3x3 layer: lax.conv on a 9x9 map, Winograd's forward on
+    # a 4x4 one (XLA CPU's convolution is slow on small maps); values equal lax.conv's either way.
+    for size, expect_conv in ((9, True), (4, False)):
+        x = jax.random.normal(jax.random.key(size), (2, size, size, 8))
+        w = jax.random.normal(jax.random.key(1), (3, 3, 8, 8)) / 3
+        routed = functools.partial(layers.conv_winograd_or_hybrid, strides=(1, 1), padding="SAME")
+        assert ("convolution" in jax.jit(routed).lower(x, w).as_text()) == expect_conv
+        want = layers.conv_xla(x, w, (1, 1), "SAME")
+        np.testing.assert_allclose(jax.jit(routed)(x, w), want, atol=1e-5 * float(jnp.abs(want).max()))

@@ -151,6 +151,13 @@ def conv_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
     return _conv_hybrid_stride1(x, kernel, _padding_pairs(x.shape, kernel.shape, strides, padding))
 
 
+# Outputs of at most this many positions evaluate through Winograd's forward, larger ones through
+# lax.conv: XLA CPU's convolution collapses on small maps with many channels (512->512 at 2x2, batch
+# 1000: 10.2 s against Winograd's 77 ms; 128->128 at 7x7: 229 against 71 ms), while at 28x28 the
+# whole seed 002 net evaluated faster with lax.conv (`benchmarks.conv_layer`, benchmarks/README.md).
+_WINOGRAD_EVAL_MAX_POSITIONS = 64
+
+
 def conv_winograd_or_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
     """Winograd for stride-1 convolutions with at least `_FEW_INPUT_CHANNELS` input channels:
     F(2x2, 3x3) (`winograd.conv_winograd`) for 3x3 kernels, F(2x2, 4x4) (`toom_cook`) for 4x4
@@ -159,14 +166,17 @@ def conv_winograd_or_hybrid(x, kernel, strides=(1, 1), padding="SAME"):
     With few input channels (a network's first layer) the Winograd products are matmuls over a
     channel or two and the transforms' memory traffic dominates; `benchmarks.conv_layer --cin=1`
     measures the choice. Without differentiation (evaluation) the value is lax.conv, as in
-    `conv_hybrid`: the whole network evaluated faster that way (`benchmarks.train_throughput`;
-    seed 003's net: 9,500 img/s against 6,700 with the 4x4 layer in Winograd).
+    `conv_hybrid`, except on maps of at most `_WINOGRAD_EVAL_MAX_POSITIONS` output positions,
+    where XLA CPU's convolution is slow: there it is Winograd's forward too.
     """
-    if tuple(strides) == (1, 1) and kernel.shape[2] >= _FEW_INPUT_CHANNELS:
-        if kernel.shape[:2] == (3, 3):
-            return winograd.conv_winograd(x, kernel, padding, primal="xla")
-        if kernel.shape[:2] == (4, 4):
-            return toom_cook.conv_toom_cook(x, kernel, padding, m=2, primal="xla")
+    if tuple(strides) == (1, 1) and kernel.shape[2] >= _FEW_INPUT_CHANNELS and kernel.shape[:2] in ((3, 3), (4, 4)):
+        (top, bottom), (left, right) = _padding_pairs(x.shape, kernel.shape, (1, 1), padding)
+        r = kernel.shape[0]
+        positions = (x.shape[1] + top + bottom - r + 1) * (x.shape[2] + left + right - r + 1)
+        primal = "winograd" if positions <= _WINOGRAD_EVAL_MAX_POSITIONS else "xla"
+        if r == 3:
+            return winograd.conv_winograd(x, kernel, padding, primal=primal)
+        return toom_cook.conv_toom_cook(x, kernel, padding, m=2, primal=primal)
     return conv_hybrid(x, kernel, strides, padding)
 
 

@@ -7,8 +7,7 @@ Muon (`--optimizer=muon`: orthogonalised Nesterov momentum on the convolution ke
 3e-3 on the batch-norm shifts and the head) at lr 0.05 on the same one-cycle schedule, without the
 8x bias learning rate. Chosen on the validation split: at 4 epochs Muon validated 0.63 points
 above SGD (lr 0.02 / 0.05 / 0.1: +0.07 / +0.63 / +0.53), at 8 epochs (seed 0) 0.05 points above
-(92.67% against 92.62%), within the seeds' spread (the ablation table in RESULTS.md). Its
-five-seed timing on a quiet machine is still to be run.
+(92.67% against 92.62%), within the seeds' spread (the ablation table in RESULTS.md).
 
   python -m experiments.cnn --preset=speedrun_muon
 """
