@@ -158,7 +158,7 @@ def define_trained_run_flags(fv: flags.FlagValues, *, data: bool = True) -> None
     """--run and --which, and the folders, for a script that reads a trained run."""
     flags.DEFINE_string("run", None, "Run name (a folder of results/ and checkpoints/).", flag_values=fv)
     flags.DEFINE_enum("which", "best", list(restore.WHICH),
-                      "Each member's best-validation variables, or the latest epoch's.", flag_values=fv)
+                      "Each member's selected variables (its epoch chosen by the run's --select: best validation accuracy or loss, or the final epoch), or the latest epoch's.", flag_values=fv)
     define_run_flags(fv, name=False, overwrite=False, data=data)
 
 

@@ -8,9 +8,9 @@ and a test report.
 Every flag is a field of fmnist_jax.config.TrainConfig (same name, default and help); --preset
 starts from a named TrainConfig (fmnist_jax/presets) and explicit flags override it. --seeds=N
 trains N members (seeds --seed, --seed+1, ...) as one program. Re-running the same command
-resumes from checkpoints/<run>/. At the end every member's best checkpoint (by its validation
-accuracy) and final state are scored on the test set: each member, mean ± std, and the ensemble,
-with and without flip TTA. results/<run>/ holds config.json, metrics.jsonl, summary.json and
+resumes from checkpoints/<run>/. At the end every member's selected checkpoint (--select: best
+validation accuracy or loss, or the final epoch) and final state are scored on the test set: each
+member, mean ± std, and the ensemble, with and without the run's TTA views (--tta). results/<run>/ holds config.json, metrics.jsonl, summary.json and
 history.png.
 """
 

@@ -70,10 +70,11 @@ class TrainConfig:
                             "for the convolution and hidden dense kernels, decoupled decay; Adam at "
                             "muon_aux_lr for biases, norms and the head).", OPTIMIZERS)
     lr: float = _field(1e-3, "Peak learning rate.")
-    adam_eps: float = _field(1e-8, "Epsilon of adam and adamw (optax and Keras 2.0: 1e-8; tf.keras: 1e-7).")
+    adam_eps: float = _field(1e-8, "Epsilon of adam and adamw (optax and Keras 2.0: 1e-8; tf.keras: 1e-7); "
+                           "muon's Adam for the other parameters keeps optax's 1e-8.")
     schedule: str = _field("constant", "Learning-rate schedule.", SCHEDULES)
     warmup_epochs: float = _field(0.0, "Linear learning-rate warm-up in epochs (constant and cosine).")
-    weight_decay: float = _field(0.0, "Weight decay (decoupled for adamw, L2 otherwise).")
+    weight_decay: float = _field(0.0, "Weight decay (decoupled for adamw and muon, L2 for adam and sgd).")
     momentum: float = _field(0.9, "Momentum of sgd and muon.")
     muon_aux_lr: float = _field(3e-3, "muon: the peak learning rate of its Adam (biases, batch-norm "
                                 "scales and shifts, the classifier head), on the same schedule as lr.")

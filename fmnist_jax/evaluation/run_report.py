@@ -46,9 +46,9 @@ def evaluate_run(paths: RunPaths, which: str = "best", tta: bool | str = False, 
                  data_dir=None, conv_impl: str | None = None, eval_batch: int | None = None) -> dict:
     """Evaluates one checkpoint of a run on the test set, writes the report files, returns metrics.json.
 
-    which: each member's best-validation variables ("best") or the latest epoch's ("latest").
-    tta: test-time augmentation, a name of `tta.VIEWS` ("none", "flip", "flip_shift": each member's
-    softmax averaged over those views of the image; True means "flip"). member: report on this
+    which: each member's selected variables ("best": the epoch the run's `select` chose) or the latest epoch's ("latest").
+    tta: test-time augmentation, a name of `tta.VIEWS` ("none", "flip", "flip_shift", "flip_cross",
+    ...: each member's softmax averaged over those views of the image; True means "flip"). member: report on this
     member alone instead of the ensemble. conv_impl / eval_batch: how to execute (None: as trained).
     """
     tta = tta_views(tta)

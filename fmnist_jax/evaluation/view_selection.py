@@ -1,7 +1,8 @@
 """Test-time views chosen on validation: every set of `tta.VIEWS` scored on a trained run's
 validation split, never on the test set.
 
-    rows = view_selection.score_view_sets(restore.restore_run(paths), data_dir=None)
+    restored = restore.restore_run(paths)
+    rows = view_selection.score_view_sets(restored, *view_selection.validation_split(restored))
 
 Each distinct view is predicted once (one program for all of them); a set's prediction is the
 equal-weight mean of its views' softmax, as in the test report (`summary.test_probabilities`).
@@ -36,11 +37,11 @@ def score_view_sets(restored: RestoredRun, x_val, y_val, names=tuple(tta.VIEWS))
     for every set in `names`, on (x_val, y_val), in the order of `names`."""
     distinct = list(dict.fromkeys(view for name in names for view in tta.VIEWS[tta.check(name)]))
     logits = restored.predict()(restored.variables, restored.replicate(x_val), views=distinct)
-    probabilities = {view: ensemble.member_probabilities(l) for view, l in zip(distinct, logits)}
+    by_view = dict(zip(distinct, logits))
     rows = []
     for name in names:
         views = tta.VIEWS[name]
-        probs = np.mean([probabilities[v] for v in views], axis=0)          # [M, N, C]
+        probs = ensemble.mean_probabilities([by_view[v] for v in views])     # [M, N, C]
         scores = ensemble.score(probs, np.asarray(y_val))
         rows.append({"views": name, "n_views": len(views), "accuracy": scores["mean_accuracy"],
                      "member_accuracy": scores["member_accuracy"], "ensemble_accuracy": scores["ensemble_accuracy"]})
@@ -50,7 +51,7 @@ def score_view_sets(restored: RestoredRun, x_val, y_val, names=tuple(tta.VIEWS))
 def format_rows(rows: list[dict]) -> str:
     """The rows as a small table, best validation accuracy marked."""
     best = max(r["accuracy"] for r in rows)
-    lines = [f"{'views':<12}{'images':>7}{'val accuracy':>14}{'ensemble':>10}"]
+    lines = [f"{'views':<12}{'count':>7}{'val accuracy':>14}{'ensemble':>10}"]
     for r in rows:
         mark = "  <- best" if r["accuracy"] == best else ""
         lines.append(f"{r['views']:<12}{r['n_views']:>7}{100 * r['accuracy']:13.2f}%{100 * r['ensemble_accuracy']:9.2f}%{mark}")

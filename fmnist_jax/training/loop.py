@@ -147,6 +147,7 @@ class EpochResult:
 
     @property
     def validated(self) -> bool:
+        """Whether the epoch was scored on a validation split (not when val_fraction=0)."""
         return self.val_accuracy is not None
 
 
@@ -167,7 +168,7 @@ def init(setup: RunSetup, programs: Programs) -> RunState:
     return programs.init(setup.init_keys, setup.hparams, images)
 
 
-def validate(setup: RunSetup, programs: Programs, variables) -> dict:
+def validate(setup: RunSetup, programs: Programs, variables) -> dict | None:
     """Each member's loss and accuracy on its own validation split ({name: [M]}); the loss
     includes the L2 term of the regularized kernels (TrainConfig.l2), as Keras' val_loss does.
     Without a validation split (val_fraction=0), None."""
