@@ -125,7 +125,7 @@ def main(argv):
             # > 1: faster than the base.
             line += f"{base[0] / fwd:16.2f}{base[1] / both:16.2f}"
         for flops, seconds in ((fwd_flops, fwd), (3 * fwd_flops, both)):
-            line += f"{flops / seconds / 1e9:13.1f}{100 * roofline.fraction_of_peak(flops / seconds, peak):8.1f}%"
+            line += roofline.rate_columns(flops / seconds, peak, width=13)
         print(line, flush=True)
 
 

@@ -87,8 +87,7 @@ def main(argv):
     pairs = len(x_test) * len(x_train) * int(np.prod(x_train.shape[1:]))
 
     def roof(metric, seconds):
-        rate = (2 if metric == "l2" else 3) * pairs / seconds
-        return f"{rate / 1e9:9.1f}{100 * roofline.fraction_of_peak(rate, peak):8.1f}%"
+        return roofline.rate_columns((2 if metric == "l2" else 3) * pairs / seconds, peak)
 
     for metric in FLAGS.metrics:
         ours_s, pred = run_fmnist_jax(x_train, y_train, x_test, FLAGS.k, metric)

@@ -13,7 +13,7 @@ The peak is a float32 matmul of two N x N matrices through XLA on every core of 
 best case of the arithmetic every convolution here is lowered to (a convolution as a matmul, or
 Winograd's batched matmuls).
 
-  python -m benchmarks.roofline                      # the peak, and every zoo net's FLOPs an image
+  python -m benchmarks.roofline                      # the peak, and every preset's model FLOPs an image
 """
 
 from __future__ import annotations
@@ -75,17 +75,21 @@ def fraction_of_peak(flops_per_second: float, peak_gflops: float) -> float:
     return flops_per_second / (peak_gflops * 1e9)
 
 
+def rate_columns(flops_per_second: float, peak_gflops: float, width: int = 9) -> str:
+    """Two roofline columns: the achieved GFLOP/s and its share of the measured peak."""
+    return f"{flops_per_second / 1e9:{width}.1f}{100 * fraction_of_peak(flops_per_second, peak_gflops):8.1f}%"
+
+
 def roofline_columns(flops_per_image: float, images_per_second: float, peak_gflops: float) -> str:
     """The three roofline columns of a benchmark row: MFLOPs an image, GFLOP/s, % of the peak."""
-    achieved = flops_per_image * images_per_second
-    return (f"{flops_per_image / 1e6:10.1f}{achieved / 1e9:9.1f}"
-            f"{100 * fraction_of_peak(achieved, peak_gflops):8.1f}%")
+    return f"{flops_per_image / 1e6:10.1f}" + rate_columns(flops_per_image * images_per_second, peak_gflops)
 
 
 ROOFLINE_HEADER = f"{'MFLOP/img':>10}{'GFLOP/s':>9}{'of peak':>9}"
 
 
 def main() -> None:
+    """Prints the machine's matmul peak and every preset's model FLOPs an image, training and evaluation."""
     from fmnist_jax import presets
 
     peak = matmul_peak_gflops()

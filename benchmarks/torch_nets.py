@@ -8,6 +8,7 @@ from torch import nn
 
 
 def seed002():
+    """Seed 002's net (the zoo's `seed002`) as a torch.nn.Sequential."""
     return nn.Sequential(
         nn.BatchNorm2d(1), nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(64),
         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
@@ -17,6 +18,7 @@ def seed002():
 
 
 def seed003():
+    """Seed 003's net (the zoo's `seed003`) as a torch.nn.Sequential."""
     return nn.Sequential(
         nn.BatchNorm2d(1), nn.Conv2d(1, 64, 4, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.1),
         nn.Conv2d(64, 64, 4), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.3), nn.Flatten(),
@@ -25,6 +27,7 @@ def seed003():
 
 
 def seed004_cnn():
+    """Seed 004's 4-layer CNN (the zoo's `seed004_cnn`) as a torch.nn.Sequential."""
     layers, channels = [], 1
     for features in (32, 68, 128, 256):
         layers += [nn.Conv2d(channels, features, 3, padding=1), nn.ReLU(), nn.BatchNorm2d(features), nn.MaxPool2d(2)]
@@ -47,6 +50,7 @@ class _Seed004Block(nn.Module):
 
 
 def seed004_resnet():
+    """Seed 004's ResNet (the zoo's `seed004_resnet`) in torch."""
     blocks, channels = [], 64
     for stage, features in enumerate((64, 128, 256, 512)):
         for block in range(2):

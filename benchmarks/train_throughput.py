@@ -76,6 +76,7 @@ def time_jax(net: str, impl: str, steps: int) -> Workload:
 
 
 def time_torch(net: str):
+    """The PyTorch twin of `net` (benchmarks/torch_nets.py): its training and evaluation workloads."""
     import torch  # noqa: F401  (fails early, with a clear ImportError, when the bench extra is missing)
     if FLAGS.threads:
         torch.set_num_threads(FLAGS.threads)
@@ -106,6 +107,7 @@ def time_torch(net: str):
 
 
 def time_keras(net: str):
+    """The Keras twin of `net` (seed002 and seed003 only): its training and evaluation workloads."""
     import os
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
