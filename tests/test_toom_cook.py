@@ -155,3 +155,14 @@ def test_the_winograd_impl_routes_4x4_kernels_here_and_matches_xla():
     got_dk = jax.jit(jax.grad(lambda k: (routed(x, k) ** 2).sum()))(k)
     want_dk = jax.grad(lambda k: (layers.conv_xla(x, k, (1, 1), "VALID") ** 2).sum())(k)
     np.testing.assert_allclose(got_dk, want_dk, atol=1e-4 * float(jnp.abs(want_dk).max()))
+
+
+@pytest.mark.parametrize("m, r", [(2, 4), (3, 4), (2, 3)])
+def test_the_written_out_output_transpose_is_jaxs_transpose(m, r):
+    s = toom_cook.scheme(m, r)
+    n_img, th, tw, c = 2, 3, 4, 5
+    prod_shape = jax.ShapeDtypeStruct((s.n * s.n, n_img * th * tw, c), jnp.float32)
+    dy = jnp.asarray(np.random.default_rng(m + r).normal(size=(n_img, m * th, m * tw, c)), jnp.float32)
+    (want,) = jax.linear_transpose(lambda p: toom_cook.output_transform(p, n_img, th, tw, s), prod_shape)(dy)
+    got = toom_cook.output_transform_transpose(dy, th, tw, s)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

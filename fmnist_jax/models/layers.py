@@ -252,6 +252,13 @@ def max_pool(x, size: int = 2):
     return x.reshape(n, h // size, size, w // size, size, c).max(axis=(2, 4))
 
 
+def relu_max_pool(x, size: int = 2):
+    """relu(x) max-pooled, computed as relu(max_pool(x)): the two commute exactly (relu is
+    monotone), so relu and its gradient run on a quarter of the values. The gradient equals the
+    other order's wherever the window's maximum is not exactly 0."""
+    return nn.relu(max_pool(x, size))
+
+
 def window_max_pool(x, size: int = 2):
     """The same pooling as `max_pool`, through XLA's reduce-window (nn.max_pool).
 

@@ -23,9 +23,9 @@ from fmnist_jax.models.layers import (
     Dense,
     Dropout,
     flatten,
-    max_pool,
     preprocess,
     record,
+    relu_max_pool,
     window_max_pool,
 )
 
@@ -47,10 +47,14 @@ class Seed002Net(nn.Module):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
         x = record(self, "conv1", nn.relu(Conv(64, impl=self.conv_impl)(x)))
         x = BatchNorm(use_running_average=not train)(x)
-        x = record(self, "conv2", nn.relu(Conv(64, impl=self.conv_impl)(x)))
-        x = Dropout(self.conv_dropout[0], deterministic=not train)(record(self, "pool1", max_pool(x)), dropout_scale)
-        x = record(self, "conv3", nn.relu(Conv(128, impl=self.conv_impl)(x)))
-        x = Dropout(self.conv_dropout[1], deterministic=not train)(record(self, "pool2", max_pool(x)), dropout_scale)
+        # conv -> relu -> pool as conv -> pool -> relu (`relu_max_pool`: the same values, a quarter of
+        # the relu work); the recorded conv activations are computed only when asked for.
+        y = Conv(64, impl=self.conv_impl)(x)
+        record(self, "conv2", nn.relu(y))
+        x = Dropout(self.conv_dropout[0], deterministic=not train)(record(self, "pool1", relu_max_pool(y)), dropout_scale)
+        y = Conv(128, impl=self.conv_impl)(x)
+        record(self, "conv3", nn.relu(y))
+        x = Dropout(self.conv_dropout[1], deterministic=not train)(record(self, "pool2", relu_max_pool(y)), dropout_scale)
         x = nn.relu(Dense(512)(flatten(x)))
         x = Dropout(self.dense_dropout[0], deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(256)(x))
@@ -67,10 +71,13 @@ class Seed003SimpleCNN(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
-        x = record(self, "conv1", nn.relu(Conv(64, (4, 4), impl=self.conv_impl)(x)))
-        x = Dropout(0.1, deterministic=not train)(record(self, "pool1", max_pool(x)), dropout_scale)
-        x = record(self, "conv2", nn.relu(Conv(64, (4, 4), padding="VALID", impl=self.conv_impl)(x)))
-        x = Dropout(0.3, deterministic=not train)(record(self, "pool2", max_pool(x)), dropout_scale)
+        # conv -> relu -> pool as conv -> pool -> relu (`relu_max_pool`), as in Seed002Net.
+        y = Conv(64, (4, 4), impl=self.conv_impl)(x)
+        record(self, "conv1", nn.relu(y))
+        x = Dropout(0.1, deterministic=not train)(record(self, "pool1", relu_max_pool(y)), dropout_scale)
+        y = Conv(64, (4, 4), padding="VALID", impl=self.conv_impl)(x)
+        record(self, "conv2", nn.relu(y))
+        x = Dropout(0.3, deterministic=not train)(record(self, "pool2", relu_max_pool(y)), dropout_scale)
         x = nn.relu(Dense(256)(flatten(x)))
         x = Dropout(0.5, deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(64)(x))
