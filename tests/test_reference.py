@@ -21,6 +21,14 @@ def _numbers(tree):
     return [tree] if isinstance(tree, (int, float)) and not isinstance(tree, bool) else []
 
 
+def _has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (XLA then vectorises, hence rounds, differently)."""
+    try:
+        return " avx512f" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
 def test_tiny_runs_reproduce_the_reference(tmp_path):
     now = make_reference.outputs(tmp_path)
     env = environment()
@@ -28,11 +36,16 @@ def test_tiny_runs_reproduce_the_reference(tmp_path):
         got = now[name]
         assert got["best_epoch"] == ref["best_epoch"] and got["parameters"] == ref["parameters"]
         assert [h["epoch"] for h in got["history"]] == [h["epoch"] for h in ref["history"]]
-        if (env["cpu_model"], env["jax"]) == (ref["environment"]["cpu_model"], ref["environment"]["jax"]):
+        # "AMD EPYC" names several generations: the reference's (a Zen 3) has no AVX-512.
+        machine = (env["cpu_model"], env["jax"], _has_avx512())
+        if machine == (ref["environment"]["cpu_model"], ref["environment"]["jax"], ref["environment"]["avx512"]):
             # The machine and jaxlib the reference was recorded on: the same bits.
             assert {k: got[k] for k in ("history", "test", "best_val_accuracy", "probabilities_sha256")} == \
                    {k: ref[k] for k in ("history", "test", "best_val_accuracy", "probabilities_sha256")}
         else:
-            # Another CPU may round differently (other vector widths): the same run to float rounding.
+            # Another CPU rounds differently (other vector widths). In a 3-step run on 90 synthetic
+            # images that is float rounding in the losses, but it can flip one near-tied prediction
+            # (an AVX-512 EPYC: train accuracy 0.2333 against 0.2222, loss 3.1947 against 3.1986),
+            # so losses within 1% and accuracies within 2 images of 90.
             for key in ("history", "test", "best_val_accuracy"):
-                np.testing.assert_allclose(_numbers(got[key]), _numbers(ref[key]), rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(_numbers(got[key]), _numbers(ref[key]), rtol=1e-2, atol=0.023)
