@@ -19,7 +19,6 @@ same algorithm run on magnitudes, `absolute`).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -46,10 +45,9 @@ class Scheme(NamedTuple):
         return self.m + self.r - 1
 
 
-@functools.lru_cache(maxsize=None)
 def scheme(m: int, r: int) -> Scheme:
     """Toom-Cook F(m, r) with the points POINTS[:n-1] and infinity (Lavin and Gray's construction);
-    built at trace time (a small least-squares solve), cached per (m, r).
+    built at trace time (a small least-squares solve), once per layer.
 
     A^T evaluates the output polynomial at the points (its last column, for infinity, picks the
     leading coefficient); G evaluates the kernel polynomial there, divided by the Lagrange
