@@ -10,8 +10,9 @@ F(2x2, 4x4) that is 25 multiplications per output tile and channel pair instead 
 
 The transforms are sums of shifted slices with the schemes' small constant coefficients, which
 XLA fuses. The batch is tiled, chunked and differentiated by `winograd.conv_tiled` (a chunk's
-transformed tiles sized to the cache, a custom VJP that stays in the Winograd domain); the
-transposed transforms it needs are JAX's transposes of these linear maps. Values and both
+transformed tiles sized to the cache, a custom VJP that stays in the Winograd domain); of the
+transposed transforms it needs, the output transform's is written out (`output_transform_transpose`:
+JAX's own pads every term to a whole tile array), the input transform's is JAX's. Values and both
 gradients match an exact correlation within the rounding bound of tests/test_toom_cook.py (the
 same algorithm run on magnitudes, `absolute`).
 """
