@@ -110,3 +110,20 @@ def test_max_pool_matches_flax_values_and_gradients(size):
     weights = jax.random.normal(jax.random.key(1), ref(x).shape)
     grad = lambda fn: jax.jit(jax.grad(lambda x: (fn(x) * weights).sum()))(x)
     np.testing.assert_allclose(grad(layers.max_pool), grad(ref), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kernel,padding", [((3, 3), "SAME"), ((4, 4), "VALID")])
+def test_conv_pool_equals_pooling_the_biased_map(kernel, padding):
+    """Conv(x, pool=2) pools before the bias add: the same values exactly, the same gradients to rounding."""
+    x = jax.random.normal(jax.random.key(0), (3, 13, 13, 8))
+    conv = layers.Conv(6, kernel, padding=padding, impl="winograd")
+    variables = conv.init(jax.random.key(1), x)
+    variables = jax.tree.map(lambda v: v + 0.3, variables)   # a non-zero bias
+    pooled, full = conv.apply(variables, x, pool=2)
+    np.testing.assert_array_equal(full, conv.apply(variables, x))
+    np.testing.assert_array_equal(pooled, layers.max_pool(full))
+    weights = jax.random.normal(jax.random.key(2), pooled.shape)
+    loss_pooled = lambda v: (conv.apply(v, x, pool=2)[0] * weights).sum()
+    loss_after = lambda v: (layers.max_pool(conv.apply(v, x)) * weights).sum()
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
+                 jax.jit(jax.grad(loss_pooled))(variables), jax.jit(jax.grad(loss_after))(variables))

@@ -25,7 +25,6 @@ from fmnist_jax.models.layers import (
     flatten,
     preprocess,
     record,
-    relu_max_pool,
     window_max_pool,
 )
 
@@ -47,14 +46,15 @@ class Seed002Net(nn.Module):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
         x = record(self, "conv1", nn.relu(Conv(64, impl=self.conv_impl)(x)))
         x = BatchNorm(use_running_average=not train)(x)
-        # conv -> relu -> pool as conv -> pool -> relu (`relu_max_pool`: the same values, a quarter of
-        # the relu work); the recorded conv activations are computed only when asked for.
-        y = Conv(64, impl=self.conv_impl)(x)
+        # conv -> relu -> pool as conv -> pool -> bias -> relu (`Conv`'s pool; relu commutes with the
+        # max too): the same values, with the bias add and relu on a quarter of them. The recorded
+        # full-map activations are computed only when asked for.
+        pooled, y = Conv(64, impl=self.conv_impl)(x, pool=2)
         record(self, "conv2", nn.relu(y))
-        x = Dropout(self.conv_dropout[0], deterministic=not train)(record(self, "pool1", relu_max_pool(y)), dropout_scale)
-        y = Conv(128, impl=self.conv_impl)(x)
+        x = Dropout(self.conv_dropout[0], deterministic=not train)(record(self, "pool1", nn.relu(pooled)), dropout_scale)
+        pooled, y = Conv(128, impl=self.conv_impl)(x, pool=2)
         record(self, "conv3", nn.relu(y))
-        x = Dropout(self.conv_dropout[1], deterministic=not train)(record(self, "pool2", relu_max_pool(y)), dropout_scale)
+        x = Dropout(self.conv_dropout[1], deterministic=not train)(record(self, "pool2", nn.relu(pooled)), dropout_scale)
         x = nn.relu(Dense(512)(flatten(x)))
         x = Dropout(self.dense_dropout[0], deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(256)(x))
@@ -71,13 +71,13 @@ class Seed003SimpleCNN(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool, dropout_scale=1.0):
         x = BatchNorm(use_running_average=not train)(preprocess(x))
-        # conv -> relu -> pool as conv -> pool -> relu (`relu_max_pool`), as in Seed002Net.
-        y = Conv(64, (4, 4), impl=self.conv_impl)(x)
+        # conv -> relu -> pool as conv -> pool -> bias -> relu, as in Seed002Net.
+        pooled, y = Conv(64, (4, 4), impl=self.conv_impl)(x, pool=2)
         record(self, "conv1", nn.relu(y))
-        x = Dropout(0.1, deterministic=not train)(record(self, "pool1", relu_max_pool(y)), dropout_scale)
-        y = Conv(64, (4, 4), padding="VALID", impl=self.conv_impl)(x)
+        x = Dropout(0.1, deterministic=not train)(record(self, "pool1", nn.relu(pooled)), dropout_scale)
+        pooled, y = Conv(64, (4, 4), padding="VALID", impl=self.conv_impl)(x, pool=2)
         record(self, "conv2", nn.relu(y))
-        x = Dropout(0.3, deterministic=not train)(record(self, "pool2", relu_max_pool(y)), dropout_scale)
+        x = Dropout(0.3, deterministic=not train)(record(self, "pool2", nn.relu(pooled)), dropout_scale)
         x = nn.relu(Dense(256)(flatten(x)))
         x = Dropout(0.5, deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(64)(x))
