@@ -127,3 +127,25 @@ def test_conv_pool_equals_pooling_the_biased_map(kernel, padding):
     loss_after = lambda v: (layers.max_pool(conv.apply(v, x)) * weights).sum()
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5),
                  jax.jit(jax.grad(loss_pooled))(variables), jax.jit(jax.grad(loss_after))(variables))
+
+
+@pytest.mark.parametrize("size", [2, 3])
+def test_max_pool_gives_tied_windows_gradient_to_their_first_maximum_as_flax(size):
+    import flax.linen as nn
+    # Rounded values: many windows hold two or more equal maxima (and a remainder row/column).
+    x = jnp.round(jax.random.normal(jax.random.key(3), (2, 3 * size + 1, 2 * size + 1, 4)))
+    ref = lambda x: nn.max_pool(x, (size, size), strides=(size, size))
+    np.testing.assert_array_equal(layers.max_pool(x, size), ref(x))
+    weights = jax.random.normal(jax.random.key(4), ref(x).shape)
+    grad = lambda fn: jax.jit(jax.grad(lambda x: (fn(x) * weights).sum()))(x)
+    ours = grad(lambda x: layers.max_pool(x, size))
+    np.testing.assert_array_equal(ours, grad(ref))
+    assert int((ours != 0).sum()) == weights.size       # one element a window, none in the remainder
+
+
+def test_max_pool_propagates_nan_and_vmaps():
+    x = jnp.zeros((3, 4, 4, 2)).at[1, 1, 2, 0].set(jnp.nan)
+    pooled = jax.vmap(lambda x: layers.max_pool(x[None])[0])(x)
+    assert bool(jnp.isnan(pooled[1, 0, 1, 0])) and int(jnp.isnan(pooled).sum()) == 1
+    g = jax.grad(lambda x: jnp.nansum(layers.max_pool(x)))(x)
+    assert bool(jnp.isfinite(g).all())

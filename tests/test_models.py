@@ -144,7 +144,7 @@ from fmnist_jax import models
 from tests.conftest import make_dataset
 ds = make_dataset(n_train=160, n_test=40)
 finite = []
-for impl, batch in (("hybrid", 16), ("xla", 32), ("auto", 16)):   # each once gave NaN with max_pool
+for impl, batch in (("hybrid", 16), ("xla", 32), ("auto", 16)):   # each once gave NaN with a reshape-and-max pooling
     x, y = jnp.asarray(ds.x_train[:batch]), jnp.asarray(ds.y_train[:batch]).astype(jnp.int32)
     m = models.create("seed004_cnn", conv_impl=impl)
     v = m.init(jax.random.key(0), x, train=False)

@@ -247,17 +247,62 @@ class Dropout(nn.Module):
         return jnp.where(keep, x * (65536.0 / threshold.astype(x.dtype)), jnp.zeros_like(x))
 
 
+def _windows(x, size: int):
+    """The size*size elements of every window of x (H, W multiples of size), row-major: a list
+    of [N, H/size, W/size, C] views."""
+    n, h, w, c = x.shape
+    x = x.reshape(n, h // size, size, w // size, size, c)
+    return [x[:, :, i, :, j, :] for i in range(size) for j in range(size)]
+
+
+def _first_maximum(x, size: int):
+    """Index (uint8, row-major) of each window's first maximum; x's H, W multiples of size."""
+    elements = _windows(x, size)
+    best, winner = elements[0], jnp.zeros(elements[0].shape, jnp.uint8)
+    for k, e in enumerate(elements[1:], start=1):
+        greater = e > best           # strict: the first of equal maxima keeps the window
+        best = jnp.where(greater, e, best)
+        winner = jnp.where(greater, jnp.uint8(k), winner)
+    return winner
+
+
 def max_pool(x, size: int = 2):
     """Non-overlapping size x size max-pooling (VALID: a remainder row/column is dropped).
 
-    Written as a reshape and a max rather than nn.max_pool: XLA CPU's select-and-scatter gradient
-    is slow (see benchmarks/README.md). The gradient differs only where a window holds several
-    equal maxima, which it shares among them.
+    The same values as nn.max_pool, and the same gradient: each window's gradient goes to its
+    first maximum (row-major), as in nn.max_pool and TensorFlow's MaxPoolGrad. The pooling is a
+    custom VJP because both autodiff routes are slow or fragile on XLA CPU: nn.max_pool's
+    select-and-scatter gradient lowers to iotas and scatters (about a third of seed 004's CNN
+    step; seed 002's step ran 20% faster without it), and the gradient of a reshape-and-max
+    compares the input with the max again (ties share it), which XLA CPU's fusion emitters once
+    turned into 0/0 = NaN in seed 004's CNN, the compared values recomputed with other rounding.
+    Here the forward records each window's winner (a byte a window) from the very values it
+    pooled, and the backward only places the output gradient there.
     """
     n, h, w, c = x.shape
-    h, w = h - h % size, w - w % size
-    x = x[:, :h, :w, :]
+    return _max_pool_whole(x[:, : h - h % size, : w - w % size, :], size)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_whole(x, size):
+    n, h, w, c = x.shape
     return x.reshape(n, h // size, size, w // size, size, c).max(axis=(2, 4))
+
+
+def _max_pool_fwd(x, size):
+    # The value is the primal's (a NaN anywhere in a window propagates); the winner only routes
+    # the gradient, so it never produces a NaN of its own.
+    return _max_pool_whole(x, size), _first_maximum(x, size)
+
+
+def _max_pool_bwd(size, winner, d_pooled):
+    n, th, tw, c = d_pooled.shape
+    parts = [jnp.where(winner == k, d_pooled, jnp.zeros_like(d_pooled)) for k in range(size * size)]
+    d_x = jnp.stack(parts, axis=3).reshape(n, th, tw, size, size, c)
+    return (d_x.transpose(0, 1, 3, 2, 4, 5).reshape(n, th * size, tw * size, c),)
+
+
+_max_pool_whole.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -270,7 +315,7 @@ def max_pool_plus_bias(y, bias, size: int = 2):
     full-map add and its gradient were ~60 of 446 ms, `benchmarks.profile_step`). Without
     differentiation the bias is added first on purpose: XLA CPU runs lax.conv followed by an add
     as one fused call 2-3x faster than the bare convolution (benchmarks/README.md), which the
-    pool-first order would leave bare. The gradient is max_pool's (shared among tied maxima).
+    pool-first order would leave bare. The gradient is max_pool's (to each window's first maximum).
     """
     return max_pool(y + bias, size)
 
@@ -286,16 +331,6 @@ def _max_pool_plus_bias_bwd(size, pool_vjp, d_out):
 
 
 max_pool_plus_bias.defvjp(_max_pool_plus_bias_fwd, _max_pool_plus_bias_bwd)
-
-
-def window_max_pool(x, size: int = 2):
-    """The same pooling as `max_pool`, through XLA's reduce-window (nn.max_pool).
-
-    For nets that XLA CPU miscompiles with `max_pool`: on jaxlib 0.10.2 the jitted training
-    gradient of seed 004's CNN with reshape-and-max pooling comes out NaN for some batches (not
-    when run eagerly, and not with this pooling); tests/test_models.py checks it as compiled in use.
-    """
-    return nn.max_pool(x, (size, size), (size, size))
 
 
 INTERMEDIATES = "intermediates"

@@ -23,9 +23,9 @@ from fmnist_jax.models.layers import (
     Dense,
     Dropout,
     flatten,
+    max_pool,
     preprocess,
     record,
-    window_max_pool,
 )
 
 
@@ -96,8 +96,7 @@ class Seed004CNN(nn.Module):
         x = preprocess(x)
         for i, features in enumerate((32, 68, 128, 256)):
             x = record(self, f"conv{i + 1}", nn.relu(Conv(features, impl=self.conv_impl)(x)))
-            # window_max_pool: XLA CPU miscompiles this net's gradient with max_pool (see there).
-            x = record(self, f"pool{i + 1}", window_max_pool(BatchNorm(use_running_average=not train)(x)))
+            x = record(self, f"pool{i + 1}", max_pool(BatchNorm(use_running_average=not train)(x)))
         x = nn.relu(Dense(512, name="dense1")(flatten(x)))
         x = Dropout(0.5, deterministic=not train)(x, dropout_scale)
         x = nn.relu(Dense(256, name="dense2")(x))
