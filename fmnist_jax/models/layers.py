@@ -212,10 +212,12 @@ class Conv(nn.Module):
         kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features))
         fn = CONV_FUNCTIONS[resolve_conv_impl(self.impl)]
         y = fn(x, kernel.astype(x.dtype), tuple(self.strides), self.padding)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,)) if self.use_bias else jnp.zeros(self.features, y.dtype)
+        if not self.use_bias:
+            return (max_pool(y, pool), y) if pool > 1 else y
+        bias = self.param("bias", nn.initializers.zeros, (self.features,))
         if pool > 1:
             return max_pool_plus_bias(y, bias, pool), y + bias
-        return y + bias if self.use_bias else y
+        return y + bias
 
 
 MAX_DROPOUT_RATE = 0.95

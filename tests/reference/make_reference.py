@@ -93,9 +93,7 @@ def has_avx512() -> bool:
 
 
 def library_versions() -> dict:
-    """Versions of the unpinned libraries whose numerics the runs depend on: on 2026-12-02 the
-    reference of commit 8285f93 no longer reproduced at that very commit, same CPU and jax,
-    because one of these had moved (the speedrun_small run; the MLP still matched)."""
+    """Versions of the unpinned libraries whose numerics the runs depend on (see the docstring above)."""
     from importlib import metadata
     return {name: metadata.version(name) for name in ("flax", "optax", "numpy", "orbax-checkpoint")}
 
