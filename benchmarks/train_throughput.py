@@ -18,14 +18,13 @@ and their fraction of this machine's float32 matmul peak, measured at the start 
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Callable, NamedTuple
 
 import numpy as np
 from absl import app, flags
 
 from benchmarks import roofline
+from benchmarks.timing import interleaved_median_seconds
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.runs import host_memory
 
@@ -135,20 +134,12 @@ def time_keras(net: str):
 
 
 def interleaved_rates(workloads: dict[str, Workload], repeats: int) -> dict[str, tuple[float, float]]:
-    """{name: (train img/s, eval img/s)}: one warm-up pass of each, then `repeats` rounds in which
-    every workload is timed once after the other (ours, PyTorch, ours, PyTorch ...), so a change
-    in the machine's speed during the run reaches every framework alike; medians of the rounds."""
-    seconds = {name: ([], []) for name in workloads}
-    for work in workloads.values():
-        work.train()
-        work.evaluate()
-    for _ in range(repeats):
-        for name, work in workloads.items():
-            for i, run in enumerate((work.train, work.evaluate)):
-                start = time.perf_counter()
-                run()
-                seconds[name][i].append(time.perf_counter() - start)
-    return {name: tuple(workloads[name].images / statistics.median(t) for t in seconds[name]) for name in workloads}
+    """{name: (train img/s, eval img/s)}: every workload's training and evaluation timed in
+    interleaved rounds (`timing.interleaved_median_seconds`), medians of the rounds."""
+    runs = {(name, part): getattr(work, part) for name, work in workloads.items() for part in ("train", "evaluate")}
+    seconds = interleaved_median_seconds(runs, repeats)
+    return {name: (work.images / seconds[name, "train"], work.images / seconds[name, "evaluate"])
+            for name, work in workloads.items()}
 
 
 def main(argv):
