@@ -33,16 +33,16 @@ def _smooth_images(n, rng, noise=20):
 
 
 def test_l1_cascade_overflow_falls_back_exactly(monkeypatch, caplog):
-    # Tiny capacities: most queries overflow the first pass; the wider pass certifies most of
-    # those, and the rest take brute force. All three paths must give the exact answer.
+    # Tiny capacities: most queries overflow the first pass; the two wider passes certify some of
+    # those, and the rest take brute force. Every path must give the exact answer.
     monkeypatch.setattr(exact, "_L1_STAGE1_CAPACITY", 8)
     monkeypatch.setattr(exact, "_L1_STAGE2_CAPACITY", 2)
-    monkeypatch.setattr(exact, "_L1_WIDE_CAPACITY", 40)
+    monkeypatch.setattr(exact, "_L1_WIDE_PASSES", ((20, 5, 8), (40, 10, 8)))
     rng = np.random.default_rng(0)
     x_train, x_query = _smooth_images(500, rng), _smooth_images(50, rng)
     with caplog.at_level("INFO", logger="fmnist_jax.knn.exact"):
         fast = exact.search(x_train, x_query, 5, "l1")
-    assert "took a wider pruning pass" in caplog.text and "brute-force path" in caplog.text
+    assert caplog.text.count("took a wider pruning pass") == 2 and "brute-force path" in caplog.text
     brute = exact.search(x_train, x_query, 5, "l1", method="brute")
     np.testing.assert_array_equal(fast.indices, brute.indices)
 

@@ -35,14 +35,15 @@ WEIGHTS = ("uniform", "distance")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of device memory the largest chunk may use
 
 # Capacities of the L1 cascade; overflowing queries are recomputed exactly.
-# Measured on Fashion-MNIST (k=5): about 5% of queries overflow the first pass; a wider pass
-# certifies most of those and the rest take the brute-force path.
-_L1_STAGE1_CAPACITY = 4096
-_L1_STAGE2_CAPACITY = 1024
-# Queries that overflow get a second pass with 4x the capacities (cheaper than brute force).
-_L1_WIDE_CAPACITY = 16384
+# A pass costs about in proportion to its capacities, whatever the survivors, so small first
+# capacities and wider passes for the queries that overflow them beat one wide pass: on
+# Fashion-MNIST (k=5) 87% of queries fit 2048/512, 98% of the rest 8192/2048, and the 16384/4096
+# pass certifies most of what is left (benchmarks/README.md, "k-NN L1 capacities").
+_L1_STAGE1_CAPACITY = 2048
+_L1_STAGE2_CAPACITY = 512
+# Capacities (and queries a chunk) of the wider passes, in order; overflow of the last: brute force.
+_L1_WIDE_PASSES = ((8192, 2048, 32), (16384, 4096, 8))
 _BRUTE_CHUNK = 32
-_WIDE_CHUNK = 8
 _L2_CANDIDATE_MARGIN = 8
 
 
@@ -88,7 +89,7 @@ def search(x_train, x_query, k: int, metric: str = "l2", *,
     dim = int(np.prod(r.shape[1:]))
     n_query = int(np.shape(x_query)[0])
     size = chunk_size(n_train, dim, memory_budget, metric)
-    run_chunk, run_wide = _make_chunk_fn(r, k, metric, method)
+    run_chunk, wide_passes = _make_chunk_fn(r, k, metric, method)
     dists, idxs, redo = [], [], []
     for start in range(0, n_query, size):
         q = jnp.asarray(x_query[start:start + size])
@@ -104,10 +105,12 @@ def search(x_train, x_query, k: int, metric: str = "l2", *,
     dist = np.concatenate(dists) if dists else np.zeros((0, k))
     idx = np.concatenate(idxs) if idxs else np.zeros((0, k), np.int32)
     redo = np.concatenate(redo) if redo else np.zeros(0, np.int64)
-    if redo.size and run_wide is not None:
+    for run_wide, wide_chunk in wide_passes:
+        if not redo.size:
+            break
         log.info("knn %s: %d of %d queries took a wider pruning pass", metric, redo.size, n_query)
         still = []
-        for rows, queries in _fixed_size_chunks(x_query, redo, _WIDE_CHUNK):
+        for rows, queries in _fixed_size_chunks(x_query, redo, wide_chunk):
             d, i, certified = run_wide(queries)
             ok = np.asarray(certified)[:rows.size]
             dist[rows[ok]], idx[rows[ok]] = np.asarray(d)[:rows.size][ok], np.asarray(i)[:rows.size][ok]
@@ -136,16 +139,17 @@ def _fixed_size_chunks(x_query, rows, size: int):
 
 
 def _make_chunk_fn(r, k: int, metric: str, method: str):
-    """(first_pass, wide_pass): functions chunk -> (squared-or-L1 distances, indices, certified).
+    """(first_pass, [(wider_pass, queries a chunk), ...]): functions chunk -> (squared-or-L1
+    distances, indices, certified).
 
-    wide_pass (L1 only, else None) re-runs the pruning with larger capacities for the queries the
-    first pass could not certify.
+    The wider passes (L1 only) re-run the pruning with larger capacities, in order, for the
+    queries the passes before could not certify.
     """
     if method == "brute":
         def brute(q):
             d, i = kernels.brute_chunk(q, r, k=k, metric=metric)
             return d, i, jnp.ones(q.shape[0], bool)
-        return brute, None
+        return brute, []
     if method != "auto":
         raise ValueError(f"unknown method {method!r}; choose 'auto' or 'brute'.")
     if metric == "l2":
@@ -155,7 +159,7 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
         n_cand = min(k + _L2_CANDIDATE_MARGIN, r_flat.shape[0] - 1)
         if n_cand < k:  # tiny training sets: brute force is exact and cheap
             return _make_chunk_fn(r, k, metric, "brute")
-        return lambda q: kernels.l2_chunk(kernels.flatten(q), r_flat, r_t, r_sq, k=k, n_candidates=n_cand), None
+        return lambda q: kernels.l2_chunk(kernels.flatten(q), r_flat, r_t, r_sq, k=k, n_candidates=n_cand), []
     r_img = kernels.as_images(r)
     pool4, pool2 = kernels.pool_sums(r_img, 4), kernels.pool_sums(r_img, 2)
     if r_img.dtype == jnp.uint8:
@@ -171,7 +175,7 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
                                    cap1=cap1, cap2=cap2)
 
     return (with_capacities(_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY),
-            with_capacities(_L1_WIDE_CAPACITY, _L1_WIDE_CAPACITY // 4))
+            [(with_capacities(cap1, cap2), chunk) for cap1, cap2, chunk in _L1_WIDE_PASSES])
 
 
 def vote(neighbor_labels, neighbor_distances, k: int, weights: str = "uniform",
