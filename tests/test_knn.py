@@ -141,3 +141,13 @@ def test_agrees_with_sklearn_on_real_data(real_data, metric):
             agreement = (ours == ref).mean()
             # 100% except exact distance ties, whose order scikit-learn leaves to argpartition.
             assert agreement == 1.0, f"{metric} {weights} k={k}: {agreement:.4f}"
+
+
+def test_wider_l1_passes_get_smaller_chunks_within_the_memory_budget():
+    budget = 1 << 30
+    first = exact.chunk_size(60000, 784, budget, "l1")
+    widest = exact.chunk_size(60000, 784, budget, "l1", (16384, 4096))
+    assert 1 <= widest < first
+    # The chunk's bytes (the formula's own count) stay within the budget.
+    per_query = 4 * 60000 * 4 + 4 * (16384 * (784 // 4 + 8) + 4096 * 784)
+    assert widest * per_query <= budget < (widest + 1) * per_query

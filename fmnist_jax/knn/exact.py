@@ -53,11 +53,16 @@ class Neighbors(NamedTuple):
     indices: np.ndarray
 
 
-def chunk_size(n_ref: int, dim: int, memory_budget: int, metric: str) -> int:
-    """Queries per chunk so the chunk's largest intermediates fit the memory budget."""
+def chunk_size(n_ref: int, dim: int, memory_budget: int, metric: str,
+               l1_capacities: tuple[int, int] | None = None) -> int:
+    """Queries per chunk so the chunk's largest intermediates fit the memory budget.
+
+    l1_capacities: the L1 pass's (first, second) capacities; the first pass's by default.
+    """
     per_query = 4 * n_ref * 4  # a few [q, n_ref] float32/int32 rows
     if metric == "l1":
-        per_query += 4 * (_L1_STAGE1_CAPACITY * (dim // 4 + 8) + _L1_STAGE2_CAPACITY * dim)
+        cap1, cap2 = l1_capacities or (_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY)
+        per_query += 4 * (cap1 * (dim // 4 + 8) + cap2 * dim)
     else:
         per_query += 4 * (_L2_CANDIDATE_MARGIN + 64) * dim
     return int(max(1, min(1024, memory_budget // per_query)))
@@ -105,11 +110,12 @@ def search(x_train, x_query, k: int, metric: str = "l2", *,
     dist = np.concatenate(dists) if dists else np.zeros((0, k))
     idx = np.concatenate(idxs) if idxs else np.zeros((0, k), np.int32)
     redo = np.concatenate(redo) if redo else np.zeros(0, np.int64)
-    for run_wide, wide_chunk in wide_passes:
+    for run_wide, wide_chunk, capacities in wide_passes:
         if not redo.size:
             break
         log.info("knn %s: %d of %d queries took a wider pruning pass", metric, redo.size, n_query)
         still = []
+        wide_chunk = min(wide_chunk, chunk_size(n_train, dim, memory_budget, metric, capacities))
         for rows, queries in _fixed_size_chunks(x_query, redo, wide_chunk):
             d, i, certified = run_wide(queries)
             ok = np.asarray(certified)[:rows.size]
@@ -139,8 +145,8 @@ def _fixed_size_chunks(x_query, rows, size: int):
 
 
 def _make_chunk_fn(r, k: int, metric: str, method: str):
-    """(first_pass, [(wider_pass, queries a chunk), ...]): functions chunk -> (squared-or-L1
-    distances, indices, certified).
+    """(first_pass, [(wider_pass, queries a chunk at most, its capacities), ...]): functions
+    chunk -> (squared-or-L1 distances, indices, certified).
 
     The wider passes (L1 only) re-run the pruning with larger capacities, in order, for the
     queries the passes before could not certify.
@@ -175,7 +181,7 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
                                    cap1=cap1, cap2=cap2)
 
     return (with_capacities(_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY),
-            [(with_capacities(cap1, cap2), chunk) for cap1, cap2, chunk in _L1_WIDE_PASSES])
+            [(with_capacities(cap1, cap2), chunk, (cap1, cap2)) for cap1, cap2, chunk in _L1_WIDE_PASSES])
 
 
 def vote(neighbor_labels, neighbor_distances, k: int, weights: str = "uniform",
