@@ -12,7 +12,7 @@ broken by the smaller training index. Results are exact, not approximate:
   training points, a threshold from the exact distances of its best few candidates, a 2x2-pooled
   bound on the survivors, exact distances on what is left. Every point whose bound exceeds the
   threshold is provably not a neighbour; a query whose survivors overflow the fixed capacities
-  falls back to brute force.
+  takes a pass with wider ones, and brute force after the widest.
 
 Votes follow scikit-learn's KNeighborsClassifier: uniform votes or 1/distance weights (a row
 with zero distances gives weight 1 to those and 0 to the rest); a tie goes to the smallest label.
@@ -37,8 +37,8 @@ DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of device memory the largest chunk may 
 # Capacities of the L1 cascade; overflowing queries are recomputed exactly.
 # A pass costs about in proportion to its capacities, whatever the survivors, so small first
 # capacities and wider passes for the queries that overflow them beat one wide pass: on
-# Fashion-MNIST (k=5) 87% of queries fit 2048/512, 98% of the rest 8192/2048, and the 16384/4096
-# pass certifies most of what is left (benchmarks/README.md, "k-NN L1 capacities").
+# Fashion-MNIST (k=5) 87% of queries fit 2048/512, 88% of the rest 8192/2048, and the 16384/4096
+# pass certifies 70% of what is left (benchmarks/README.md, "k-NN L1 capacities").
 _L1_STAGE1_CAPACITY = 2048
 _L1_STAGE2_CAPACITY = 512
 # Capacities (and queries a chunk) of the wider passes, in order; overflow of the last: brute force.
