@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import roofline
 from benchmarks.timing import median_seconds
 from fmnist_jax.data import datasets
 from fmnist_jax.knn import kernels
@@ -72,10 +73,7 @@ def _squared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def gemm(r: jnp.ndarray, x_test: np.ndarray) -> None:
-    square = jnp.ones((2048, 2048), jnp.float32)
-    peak = 2 * 2048 ** 3 / median_seconds(lambda: jax.block_until_ready(jax.jit(lambda a: a @ a)(square)),
-                                          FLAGS.repeats) / 1e9
-    print(f"square 2048 x 2048 matmul: {peak:.0f} GFLOP/s")
+    print(f"square 2048 x 2048 matmul: {roofline.matmul_peak_gflops(repeats=FLAGS.repeats):.0f} GFLOP/s")
     r_t = r.astype(jnp.float32).T
     r_sq = (r_t * r_t).sum(0)
     matmul = jax.jit(lambda q: r_sq[None] - 2.0 * (q.astype(jnp.float32) @ r_t))
