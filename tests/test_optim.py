@@ -204,6 +204,24 @@ def test_muon_names_convolutions_and_hidden_dense_kernels_only():
     assert all(s is None for n, s in by_name.items() if not n.endswith("['kernel']"))
 
 
+@pytest.mark.parametrize("name", models.names())
+def test_muon_shape_rule_picks_exactly_the_head_of_every_zoo_model(name):
+    # muon_dimension_numbers tells the head by its shape (c_out == the number of classes): that
+    # holds only while no zoo model has another kernel with 10 outputs. Shapes suffice (eval_shape).
+    shapes = jax.eval_shape(lambda k: models.create(name).init(k, jnp.zeros((1, 28, 28)), train=False),
+                            jax.random.key(0))["params"]
+    specs = optim.muon_dimension_numbers(shapes, 10)
+    pairs = zip(jax.tree_util.tree_leaves_with_path(shapes),
+                jax.tree.leaves(specs, is_leaf=lambda s: s is None or isinstance(s, MuonDimensionNumbers)))
+    to_adam = [path for (path, leaf), spec in pairs if leaf.ndim >= 2 and spec is None]
+    assert len(to_adam) == 1, [jax.tree_util.keystr(p) for p in to_adam]
+    module = to_adam[0][0].key
+    dense = sorted(int(k.key.split("_")[1]) for k in (p[0] for p, _ in jax.tree_util.tree_leaves_with_path(shapes))
+                   if k.key.startswith("Dense_"))
+    # The head: seed004_cnn names it, the others' is their last Dense.
+    assert module == "logits" or module == f"Dense_{dense[-1]}"
+
+
 def test_muon_trains_a_small_net():
     cfg = dataclasses.replace(TINY, model="speedrun", model_args={"widths": (8, 8, 8)}, optimizer="muon",
                               lr=0.05, epochs=3, batch=32)

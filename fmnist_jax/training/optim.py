@@ -51,6 +51,11 @@ def muon_dimension_numbers(params, n_outputs: int):
     axes first, as Muon's x @ W); a dense kernel [c_in, c_out] is itself, unless it is the head
     (c_out == n_outputs: the logits), which, as in the Muon papers and airbench, stays with Adam
     like every vector (biases, batch-norm scales and shifts).
+
+    The head is told by its shape, not its name (the zoo's heads are `Dense_<last>` or `logits`,
+    and renaming them would break committed checkpoints): a model with another 2-D kernel of
+    `n_outputs` columns would send it to Adam too. tests/test_optim.py checks, for every zoo
+    model, that the rule picks exactly its head.
     """
     def spec(x):
         if x.ndim == 4:
