@@ -151,3 +151,19 @@ def test_wider_l1_passes_get_smaller_chunks_within_the_memory_budget():
     # The chunk's bytes (the formula's own count) stay within the budget.
     per_query = 4 * 60000 * 4 + 4 * (16384 * (784 // 4 + 8) + 4096 * 784)
     assert widest * per_query <= budget < (widest + 1) * per_query
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_column_layout_l1_equals_the_row_layout(dtype):
+    """l1_to_columns (the pooled bound's fast layout) against the plain [q, n, d] reduction: exact
+    for integer data, within float32 rounding of a 49-term sum for float data."""
+    from fmnist_jax.knn import kernels
+    rng = np.random.default_rng(3)
+    q = (rng.integers(0, 4081, (7, 49)) if dtype == np.uint8 else rng.normal(size=(7, 49))).astype(np.float32)
+    r = (rng.integers(0, 4081, (33, 49)) if dtype == np.uint8 else rng.normal(size=(33, 49))).astype(np.float32)
+    fast = np.asarray(kernels.l1_to_columns(q, r.T))
+    reference = np.abs(q[:, None, :].astype(np.float64) - r[None, :, :]).sum(-1)
+    if dtype == np.uint8:
+        np.testing.assert_array_equal(fast, reference)
+    else:
+        np.testing.assert_allclose(fast, reference, rtol=49 * np.finfo(np.float32).eps)

@@ -39,6 +39,9 @@ PINNED = {
     # Stride-2 stem: fixed 4x4x1x16 whitening (272); convs 3x3x32x64, 3x3x64x128, 3x3x128x256; BN shifts
     # 448 (+ 896 stats); dense 256x10.
     ("speedrun", (("stem_stride", 2), ("whiten_patch", 4))): (391_248, 390_080),
+    # speedrun_long's net: fixed whitening 90; convs 3x3x18x48, 3x3x48x96, 3x3x96x192 (215,136); BN
+    # shifts 336 (+ 672 stats); dense 192x10.
+    ("speedrun", (("widths", (48, 96, 192)),)): (218_154, 217_392),
     # speedrun_small + a scale for each of its 224 batch-norm channels.
     ("speedrun", (("bn_scale", True), ("widths", (32, 64, 128)))): (99_610, 99_072),
     # speedrun_small - the fixed whitening (90) + a trained 3x3x1x18 conv (162) and its BN shift (18) and stats (36).

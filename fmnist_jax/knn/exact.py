@@ -167,7 +167,7 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
             return _make_chunk_fn(r, k, metric, "brute")
         return lambda q: kernels.l2_chunk(kernels.flatten(q), r_flat, r_t, r_sq, k=k, n_candidates=n_cand), []
     r_img = kernels.as_images(r)
-    pool4, pool2 = kernels.pool_sums(r_img, 4), kernels.pool_sums(r_img, 2)
+    pool4_t, pool2 = kernels.pool_sums(r_img, 4).T, kernels.pool_sums(r_img, 2)
     if r_img.dtype == jnp.uint8:
         # 8-bit pixels: gather 8-bit rows, and 2x2 sums (0..1020) as 8-bit codes floor(sum / 4).
         r_exact = r_img.reshape(r_img.shape[0], -1)
@@ -177,7 +177,7 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
         codes2, step = pool2, 0
 
     def with_capacities(cap1, cap2):
-        return lambda q: kernels.l1_chunk(kernels.as_images(q), r_exact, pool4, codes2, k=k, code_step=step,
+        return lambda q: kernels.l1_chunk(kernels.as_images(q), r_exact, pool4_t, codes2, k=k, code_step=step,
                                    cap1=cap1, cap2=cap2)
 
     return (with_capacities(_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY),

@@ -15,7 +15,8 @@ import importlib
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.errors import ConfigError
 
-NAMES = ("seed002", "seed003", "seed004_cnn", "seed004_resnet", "demo", "speedrun", "speedrun_muon", "speedrun_long")
+NAMES = ("seed002", "seed003", "seed004_cnn", "seed004_resnet", "demo", "speedrun", "speedrun_muon", "speedrun_long",
+         "speedrun_long_muon")
 
 # The presets whose numbers the README's results table reproduces (`experiments.reproduce`),
 # cheapest protocol first on a 2-core CPU (measured: minutes, then hours, then days).
