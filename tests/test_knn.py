@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
 
-from fmnist_jax.knn import exact
+from fmnist_jax.knn import exact, kernels
 from tests.conftest import make_dataset
 
 
@@ -157,7 +157,6 @@ def test_wider_l1_passes_get_smaller_chunks_within_the_memory_budget():
 def test_column_layout_l1_equals_the_row_layout(dtype):
     """l1_to_columns (the pooled bound's fast layout) against the plain [q, n, d] reduction: exact
     for integer data, within float32 rounding of a 49-term sum for float data."""
-    from fmnist_jax.knn import kernels
     rng = np.random.default_rng(3)
     q = (rng.integers(0, 4081, (7, 49)) if dtype == np.uint8 else rng.normal(size=(7, 49))).astype(np.float32)
     r = (rng.integers(0, 4081, (33, 49)) if dtype == np.uint8 else rng.normal(size=(33, 49))).astype(np.float32)
