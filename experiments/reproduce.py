@@ -25,6 +25,7 @@ it and resumes. A finished member's pack is removed. The full table takes days o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import shutil
@@ -37,7 +38,7 @@ from absl import flags
 
 from experiments import cli, results
 from experiments.tables import records
-from fmnist_jax import presets
+from fmnist_jax import config, presets
 from fmnist_jax.errors import ConfigError, RunError, RunInterrupted
 from fmnist_jax.runs import carry
 from fmnist_jax.runs.files import PROBABILITIES_FILE, RunPaths
@@ -103,6 +104,15 @@ def finished_copy(paths: RunPaths, members_dir: Path) -> RunPaths | None:
         if (candidate.results / "summary.json").exists():
             return candidate
     return None
+
+
+def stale_fields(copy: RunPaths, preset: str, seed: int) -> list[str]:
+    """The fields in which a finished member's config.json differs from what its preset trains
+    today (a preset changed after the member ran); how it executed (config.EXECUTION_FIELDS) does
+    not count. A config.json without a field counts as that field's default."""
+    saved = config.as_record(config.from_record(json.loads((copy.results / "config.json").read_text())))
+    expected = config.as_record(dataclasses.replace(presets.get(preset), seed=seed, seeds=1))
+    return sorted(k for k in expected if saved.get(k) != expected[k] and k not in config.EXECUTION_FIELDS)
 
 
 def run_member(command: list[str]) -> tuple[int, int | None]:
@@ -174,6 +184,10 @@ def main(fv, args) -> dict:
         members = len(runs)
         for seed, paths in enumerate(runs):
             copy = finished_copy(paths, members_dir)
+            stale = stale_fields(copy, preset, seed) if copy is not None and not extra else []
+            if stale:      # its numbers are not the preset's: never record them under its name
+                raise RunError(f"{paths.name} finished with a different {', '.join(stale)} than the {preset} preset "
+                               f"trains now; move {copy.results} aside (or rename it) to train it again.")
             if copy is not None:
                 print(f"{paths.name}: finished (results in {copy.results})")
                 if fv.record and not fv.dry_run and copy is paths:

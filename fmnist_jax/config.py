@@ -140,6 +140,9 @@ class TrainConfig:
                                   "seed; otherwise all share the split of seed.")
     data_seed: int = _field(-1, "Seed of the validation split and of the fixed copies (-1: the run's "
                             "seed): members trained as separate runs share their data with it.")
+    val_every: int = _field(1, "Validate every N epochs and after the last one; only validated epochs "
+                            "compete for the best (a value >= epochs: the last epoch only). Validation "
+                            "costs a forward pass over the split each time.")
     select: str = _field("val_accuracy", "What picks each member's best epoch (the checkpoint the "
                          "summary scores first): the highest validation accuracy, the lowest "
                          "validation loss, or none: final scores the last epoch's state (the "
@@ -172,7 +175,7 @@ class TrainConfig:
             unknown = [v for v in values if choices is not None and v not in choices]
             if unknown:
                 raise ConfigError(f.name, f"does not know {unknown[0]!r}; choose from {', '.join(choices)}.")
-        for name in ("epochs", "batch", "eval_batch", "seeds", "epoch_passes"):
+        for name in ("epochs", "batch", "eval_batch", "seeds", "epoch_passes", "val_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be at least 1, got {getattr(self, name)}.")
         if self.train_limit < 0:

@@ -1,6 +1,7 @@
 """experiments.reproduce: every member of a protocol as its own process, skipped once finished,
 recorded together, the table rebuilt; a dry run trains nothing; bad requests are one sentence."""
 
+import dataclasses
 import json
 import shutil
 
@@ -9,6 +10,8 @@ import pytest
 from experiments import cli, reproduce
 from experiments.tables import results_table
 from fmnist_jax import presets
+from fmnist_jax.runs.files import RunPaths, config_record
+from fmnist_jax.training.members import Member
 from tests.conftest import assert_exits_with_sentence
 
 TINY = ["--", "--model=mlp", "--epochs=1", "--batch=40", "--augment=none", "--tta=none", "--eval_batch=64"]
@@ -132,3 +135,25 @@ def test_a_signal_to_the_campaign_goes_to_the_member_which_exits_on_it(tmp_path)
     status, received = reproduce.run_member([sys.executable, "-c", child])
     assert (status, received) == (143, signal.SIGTERM) and time.monotonic() - begun < 30
     assert signal.getsignal(signal.SIGTERM) is before           # this process's own handling is back
+
+
+def _finished_member(root, run, cfg):
+    """A member folder as the campaign archives it (the summary's content does not matter here)."""
+    paths = RunPaths(run, root / "records" / "members")
+    paths.make_results()
+    (paths.results / "config.json").write_text(json.dumps(config_record(cfg, [Member(cfg.seed)])))
+    (paths.results / "summary.json").write_text("{}")
+    return paths
+
+
+def test_a_member_finished_under_an_older_preset_is_refused_not_recorded(folders, capsys):
+    flags, root = folders
+    today = dataclasses.replace(presets.get("demo"), seed=0, seeds=1)
+    same = _finished_member(root, "same", dataclasses.replace(today, conv_impl="xla", eval_batch=7))
+    assert reproduce.stale_fields(same, "demo", 0) == []          # how it executed does not count
+    assert reproduce.stale_fields(same, "demo", 1) == ["seed"]
+    old = _finished_member(root, "demo_s0", dataclasses.replace(today, epochs=today.epochs + 1, val_every=2))
+    assert reproduce.stale_fields(old, "demo", 0) == ["epochs", "val_every"]
+    assert_exits_with_sentence(capsys, "demo_s0 finished with a different epochs, val_every than the demo preset "
+                                       "trains now; move", cli.invoke, reproduce, ["--presets=demo", "--members=1", *flags])
+    assert not (root / "records" / "demo.json").exists()

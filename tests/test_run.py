@@ -57,6 +57,15 @@ def test_retraining_on_all_the_data_keeps_no_validation_split_and_scores_the_fin
     assert validated["best_epoch"] == [3] and validated["best_val_accuracy"][0] is not None
 
 
+def test_a_run_validating_every_other_epoch_records_and_plots_only_those(synthetic_dir, tmp_path):
+    directory, _ = synthetic_dir
+    paths = RunPaths("sparse", results_dir=tmp_path / "results", checkpoint_dir=tmp_path / "checkpoints")
+    summary = train.train_and_evaluate(dataclasses.replace(TINY, epochs=3, val_every=2), paths, data_dir=directory)
+    history = [json.loads(line) for line in (paths.results / "metrics.jsonl").read_text().splitlines()]
+    assert ["val_accuracy" in h for h in history] == [False, True, True]
+    assert summary["best_epoch"][0] in (2, 3) and (paths.results / "history.png").stat().st_size > 0
+
+
 def test_no_validation_split_needs_select_final():
     with pytest.raises(config.ConfigError, match="select=final") as error:
         dataclasses.replace(TINY, val_fraction=0.0).validate()

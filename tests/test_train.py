@@ -151,3 +151,30 @@ def test_progress_reports_each_epoch_and_its_steps():
         pass
     assert {c[0] for c in calls} == {1, 2} and calls[0] == (1, 0, t.setup.steps_per_epoch)   # the epoch starts
     assert (1, t.setup.steps_per_epoch, t.setup.steps_per_epoch) in calls and (2, t.setup.steps_per_epoch, t.setup.steps_per_epoch) in calls
+
+
+def test_val_every_validates_every_nth_and_the_last_epoch_and_picks_among_them():
+    """Skipping validations changes neither training nor the scores of the epochs it keeps; the
+    best epoch is the best of the validated ones."""
+    cfg = TrainConfig(model="mlp", epochs=7, batch=32, augment=("flip",), lr=3e-3, seed=1)
+    runs = {}
+    for every in (1, 3):
+        t = _placed(dataclasses.replace(cfg, val_every=every), n_train=96, n_val=40)
+        results, state = zip(*loop.epochs(*t, loop.init(*t)))
+        runs[every] = results, state[-1]
+    (dense, dense_state), (sparse, sparse_state) = runs[1], runs[3]
+    assert [r.epoch for r in sparse if r.validated] == [3, 6, 7]
+    assert all("val_accuracy" not in r.as_dict() for r in sparse if not r.validated)
+    assert _leaves_equal(dense_state.train.params, sparse_state.train.params)
+    for d, s in zip(dense, sparse):
+        assert d.train_loss == s.train_loss
+        if s.validated:
+            assert (d.val_accuracy, d.val_loss) == (s.val_accuracy, s.val_loss)
+    best = max((3, 6, 7), key=lambda e: (dense[e - 1].val_accuracy[0], -e))       # the earliest of equals
+    assert int(sparse_state.best_epoch[0]) == best
+    assert float(sparse_state.best_val_accuracy[0]) == dense[best - 1].val_accuracy[0]
+
+
+def test_val_every_must_be_positive():
+    with pytest.raises(ConfigError, match="val_every"):
+        dataclasses.replace(TINY, val_every=0).validate()

@@ -74,12 +74,18 @@ def format_report(report: dict) -> str:
 
 
 def plot_history(history: Sequence[dict], path: Path, title: str = "") -> None:
-    """Loss and accuracy per epoch, train vs validation (train only for a run without a validation split)."""
-    epochs = [h["epoch"] for h in history]
+    """Loss and accuracy per epoch, train vs validation: validation at the epochs that were
+    validated (all, every val_every-th, or none for a run without a validation split)."""
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for split in ("train", "val") if all("val_accuracy" in h for h in history) else ("train",):
-        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], label=split)
-        ax_acc.plot(epochs, [h[f"{split}_accuracy"] for h in history], label=split)
+    for split in ("train", "val"):
+        rows = [h for h in history if f"{split}_accuracy" in h]
+        if not rows:
+            continue
+        epochs = [h["epoch"] for h in rows]
+        # Markers show which epochs hold a point when validation skips epochs.
+        marker = "o" if len(rows) < len(history) else None
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in rows], label=split, marker=marker)
+        ax_acc.plot(epochs, [h[f"{split}_accuracy"] for h in rows], label=split, marker=marker)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (ax_loss, ax_acc):

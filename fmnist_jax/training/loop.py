@@ -127,8 +127,8 @@ class RunSetup:
 @dataclasses.dataclass
 class EpochResult:
     """One epoch of every member; the scalar fields of `as_dict` are means over members.
-    val_loss / val_accuracy are None when the run holds out no validation split (and `as_dict`
-    leaves them out)."""
+    val_loss / val_accuracy are None when the epoch was not validated (no validation split, or
+    an epoch between two of TrainConfig.val_every), and `as_dict` leaves them out."""
     epoch: int
     seconds: float
     images_per_second: float     # all members together
@@ -147,7 +147,8 @@ class EpochResult:
 
     @property
     def validated(self) -> bool:
-        """Whether the epoch was scored on a validation split (not when val_fraction=0)."""
+        """Whether the epoch was scored on a validation split (never when val_fraction=0; with
+        val_every > 1, only every val_every-th epoch and the last)."""
         return self.val_accuracy is not None
 
 
@@ -236,11 +237,13 @@ def epochs(setup: RunSetup, programs: Programs, state: RunState, start_epoch: in
         train_loss = sums["loss"] / sums["count"]
         _check_finite(setup.members, train_loss, epoch)
         variables = step.variables_of(state.train)
-        val = validate(setup, programs, variables)
-        # select=final keeps every epoch (the last is scored); without validation there are no scores.
-        no_scores = np.full(setup.n_members, np.nan, np.float32)
-        state = programs.keep_best(state, jnp.asarray(no_scores if val is None else val["accuracy"], jnp.float32),
-                                   jnp.asarray(no_scores if val is None else val["loss"], jnp.float32), epoch + 1)
+        val = validate(setup, programs, variables) if validates(cfg, epoch + 1) else None
+        # Only validated epochs compete for best; select=final keeps every epoch (the last is
+        # scored), and without validation there are no scores to record.
+        if val is not None or cfg.select == "final":
+            no_scores = np.full(setup.n_members, np.nan, np.float32)
+            state = programs.keep_best(state, jnp.asarray(no_scores if val is None else val["accuracy"], jnp.float32),
+                                       jnp.asarray(no_scores if val is None else val["loss"], jnp.float32), epoch + 1)
         yield EpochResult(
             epoch=epoch + 1, seconds=seconds,
             images_per_second=float(sums["count"].sum()) * (1 - start_step / setup.steps_per_epoch) / seconds,
@@ -256,6 +259,12 @@ def fit(setup: RunSetup, programs: Programs | None = None) -> RunState:
     for _, state in epochs(setup, programs, state):
         pass
     return state
+
+
+def validates(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether epoch `epoch` (1-based) is scored on the validation split: every cfg.val_every-th
+    epoch and always the last, so that the final state has a score to compete with."""
+    return epoch % cfg.val_every == 0 or epoch == cfg.epochs
 
 
 def _check_finite(members: Sequence[Member], train_loss, epoch: int) -> None:

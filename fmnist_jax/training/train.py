@@ -115,7 +115,7 @@ def train_in(run_dir: RunDir, setup: loop.RunSetup, dataset: datasets.Dataset, p
         for result, state in loop.epochs(setup, programs, state, restored.start_epoch, progress,
                                          resume=restored.resume, stop=stop):
             row = result.as_dict()
-            _log_epoch(row, result, cfg.epochs)
+            _log_epoch(row, result, cfg.epochs, setup.n_val)
             run_dir.record_epoch(row, result.epoch, state)
             history.append(row)
             if stop is not None and stop() and result.epoch < cfg.epochs:
@@ -142,8 +142,8 @@ def _log_start(name: str, setup: loop.RunSetup, n_params: int) -> None:
              layers.resolve_conv_impl(cfg.conv_impl), setup.execution_label)
 
 
-def _log_epoch(row: dict, result: loop.EpochResult, epochs: int) -> None:
-    val = "  (no validation split)"
+def _log_epoch(row: dict, result: loop.EpochResult, epochs: int, n_val: int) -> None:
+    val = "  (no validation split)" if n_val == 0 else "  (not validated: val_every)"
     if result.validated:
         spread = (f" (min {min(result.val_accuracy):.4f}, max {max(result.val_accuracy):.4f})"
                   if len(result.val_accuracy) > 1 else "")
