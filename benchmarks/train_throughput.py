@@ -6,6 +6,8 @@ speedrun_small) and Keras/TensorFlow (seed002, seed003), Adam, batch 250.
   python -m benchmarks.train_throughput --steps=10 --nets=seed003
   python -m benchmarks.train_throughput --nets=seed004_cnn,seed004_resnet,speedrun_small --frameworks=jax-winograd,torch
   python -m benchmarks.train_throughput --nokeep_freed_memory   # glibc malloc's defaults, for all
+  python -m benchmarks.train_throughput --preset=speedrun_long --frameworks=jax-winograd \
+      --model_args='{"widths": [64, 128, 256]}'          # a preset's own step, at another width
 
 Same machine, same process, same synthetic batches; every framework gets a warm-up pass first,
 then --repeats rounds time each framework's --steps steps one after the other (interleaved:
@@ -23,8 +25,13 @@ from typing import Callable, NamedTuple
 import numpy as np
 from absl import app, flags
 
+
+import dataclasses
+import json
+
 from benchmarks import roofline
 from benchmarks.timing import interleaved_median_seconds
+from fmnist_jax import presets
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.runs import host_memory
 
@@ -37,6 +44,11 @@ flags.DEFINE_integer("batch", 250, "Batch size.")
 flags.DEFINE_integer("steps", 8, "Training steps per timing.")
 flags.DEFINE_integer("repeats", 3, "Interleaved rounds of timings (each rate is the median over them).")
 flags.DEFINE_integer("threads", 0, "Threads for PyTorch/TensorFlow (0: their default).")
+flags.DEFINE_string("preset", "", "Time this preset's own training step (its net, model arguments, optimizer, "
+                    "batch and augmentations) in the fmnist_jax rows, instead of --nets with plain Adam "
+                    "and no augmentation; the peers, whose twins are the plain nets, are skipped.")
+flags.DEFINE_string("model_args", "", "The fmnist_jax rows' model arguments as a JSON object (e.g. "
+                    "'{\"widths\": [48, 96, 192]}'), replacing the net's or the preset's; peers are skipped.")
 flags.DEFINE_bool("keep_freed_memory", True, "Set malloc to keep freed memory (fmnist_jax.runs.host_memory) "
                   "for the whole process, so every framework runs with it; --nokeep_freed_memory: "
                   "glibc's defaults for all.")
@@ -54,14 +66,28 @@ def _data(n: int):
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n).astype(np.int32)
 
 
+def jax_config(net: str) -> TrainConfig:
+    """What the fmnist_jax rows train: `net` with plain Adam and no augmentation at --batch, or
+    with --preset that preset's recipe (batch included); --model_args replaces the net's arguments."""
+    if FLAGS.preset:
+        cfg = presets.get(FLAGS.preset)
+    else:
+        cfg = TrainConfig(model=net, batch=FLAGS.batch, augment=())
+    if FLAGS.model_args:
+        cfg = dataclasses.replace(cfg, model_args=json.loads(FLAGS.model_args))
+    cfg = dataclasses.replace(cfg, eval_batch=cfg.batch)
+    cfg.validate()
+    return cfg
+
+
 def time_jax(net: str, impl: str, steps: int) -> Workload:
     """The library's own training path (one member): `loop.train_epoch` and `loop.validate`."""
     import jax
 
     from fmnist_jax.training import loop
 
-    x, y = _data(FLAGS.batch * steps)
-    cfg = TrainConfig(model=net, batch=FLAGS.batch, augment=(), eval_batch=FLAGS.batch, conv_impl=impl)
+    cfg = dataclasses.replace(jax_config(net), conv_impl=impl)
+    x, y = _data(cfg.batch * steps)
     everything = np.arange(len(y))
     setup = loop.RunSetup.place(cfg, x, y, everything, everything)
     programs = setup.programs()
@@ -151,17 +177,24 @@ def main(argv):
                "jax-hybrid": lambda n: time_jax(n, "hybrid", FLAGS.steps),
                "jax-winograd": lambda n: time_jax(n, "winograd", FLAGS.steps),
                "torch": time_torch, "keras": time_keras}
-    print(f"training / evaluation images per second, batch {FLAGS.batch}, Adam; "
+    custom = bool(FLAGS.preset or FLAGS.model_args)
+    nets = [FLAGS.preset] if FLAGS.preset else FLAGS.nets
+    recipe = (f"preset {FLAGS.preset}'s recipe" if FLAGS.preset else "Adam") + \
+        (f", model_args {FLAGS.model_args}" if FLAGS.model_args else "")
+    print(f"training / evaluation images per second, batch {jax_config(nets[0]).batch}, {recipe}; "
           f"median of {FLAGS.repeats} timings of {FLAGS.steps} steps; malloc "
           f"{'keeps freed memory' if kept else 'defaults'} (all frameworks)")
     peak = roofline.matmul_peak_gflops()
     print(f"float32 matmul peak of this machine (2048 x 2048, XLA): {peak:.0f} GFLOP/s")
     print(f"{'net':<16}{'implementation':<14}{'train img/s':>12}{'eval img/s':>12}{'train vs torch':>16}"
           f"  train {roofline.ROOFLINE_HEADER}")
-    for net in FLAGS.nets:
-        flops = roofline.training_flops_per_image(TrainConfig(model=net, batch=FLAGS.batch, augment=()))
+    for net in nets:
+        flops = roofline.training_flops_per_image(jax_config(net))
         workloads = {}
         for name in FLAGS.frameworks:
+            if custom and not name.startswith("jax"):
+                print(f"{net:<16}{name:<14}  skipped (its twin is the plain net; drop --preset and --model_args)")
+                continue
             try:
                 workloads[name] = runners[name](net)
             except ImportError as e:

@@ -4,8 +4,11 @@ leaves the old pack in place."""
 
 import dataclasses
 
+import pytest
+
 from fmnist_jax.config import TrainConfig
-from fmnist_jax.runs import carry
+from fmnist_jax.errors import RunError
+from fmnist_jax.runs import carry, lock
 from fmnist_jax.runs.files import RunPaths
 from fmnist_jax.training import train
 
@@ -47,3 +50,15 @@ def test_a_pack_swap_cut_short_by_a_crash_restores_the_old_pack(tmp_path):
     assert carry.unpack(carry_dir, paths) == 4
     assert carry.packed_epoch(carry_dir / "member") == 4 and not (carry_dir / "member.old").exists()
     assert (paths.checkpoints / "4").is_dir()
+
+
+def test_unpacking_into_a_run_that_another_process_trains_is_refused_and_touches_nothing(tmp_path):
+    carry_dir = tmp_path / "in_flight"
+    (carry_dir / "member" / carry.CHECKPOINT / "3").mkdir(parents=True)
+    (carry_dir / "member" / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    paths = RunPaths("member", tmp_path / "results", tmp_path / "checkpoints")
+    with lock.hold(paths.checkpoints, paths.name):          # as a training process holds it
+        with pytest.raises(RunError, match="is being trained by"):
+            carry.unpack(carry_dir, paths)
+    assert not (paths.checkpoints / "3").exists() and not paths.results.exists()
+    assert carry.unpack(carry_dir, paths) == 3              # once it is free

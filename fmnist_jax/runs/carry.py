@@ -18,6 +18,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from fmnist_jax.runs import lock
 from fmnist_jax.runs.checkpoint import RunCheckpoints
 from fmnist_jax.runs.files import RunPaths
 from fmnist_jax.runs.run_dir import METRICS_FILE
@@ -86,20 +87,24 @@ def pack(paths: RunPaths, carry_dir: Path) -> Path | None:
 
 def unpack(carry_dir: Path, paths: RunPaths) -> int | None:
     """Puts carry_dir/<run>/ back into the run's folders when it is further along than they are
-    (a run's own newer checkpoints are never replaced); returns the epoch unpacked, or None."""
+    (a run's own newer checkpoints are never replaced); returns the epoch unpacked, or None.
+    It holds the run's lock meanwhile: a run that another process is training is not written
+    under it (RunError, nothing touched)."""
     source = Path(carry_dir) / paths.name
     _recover(source)
     epoch = packed_epoch(source) if source.exists() else None
-    if epoch is None or (local_epoch(paths) or 0) >= epoch:
+    if epoch is None:
         return None
-    paths.make_results()
-    paths.checkpoints.mkdir(parents=True, exist_ok=True)
-    destination = paths.checkpoints / str(epoch)
-    shutil.rmtree(destination, ignore_errors=True)
-    shutil.copytree(source / CHECKPOINT / str(epoch), destination)
-    for name in RESULT_FILES:
-        if (source / name).exists():
-            shutil.copyfile(source / name, paths.results / name)
+    with lock.hold(paths.checkpoints, paths.name):
+        if (local_epoch(paths) or 0) >= epoch:
+            return None
+        paths.make_results()
+        destination = paths.checkpoints / str(epoch)
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.copytree(source / CHECKPOINT / str(epoch), destination)
+        for name in RESULT_FILES:
+            if (source / name).exists():
+                shutil.copyfile(source / name, paths.results / name)
     log.info("unpacked %s at epoch %d from %s", paths.name, epoch, source)
     return epoch
 
