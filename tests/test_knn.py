@@ -1,5 +1,6 @@
 """k-NN: exact agreement with brute force and scikit-learn, votes, sweeps, errors."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from sklearn.neighbors import KNeighborsClassifier
@@ -166,3 +167,16 @@ def test_column_layout_l1_equals_the_row_layout(dtype):
         np.testing.assert_array_equal(fast, reference)
     else:
         np.testing.assert_allclose(fast, reference, rtol=49 * np.finfo(np.float32).eps)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
+def test_running_count_and_compaction_equal_cumsum_and_nonzero(n):
+    rng = np.random.default_rng(n)
+    mask = rng.random((5, n)) < np.array([0.0, 0.02, 0.3, 0.9, 1.0])[:, None]
+    np.testing.assert_array_equal(np.asarray(kernels._running_count(jnp.asarray(mask))), np.cumsum(mask, axis=1))
+    capacity = 40
+    idx, valid, counts = kernels._compact(jnp.asarray(mask), capacity)
+    for row, i, v, c in zip(mask, np.asarray(idx), np.asarray(valid), np.asarray(counts)):
+        expected = np.flatnonzero(row)[:capacity]
+        assert c == row.sum() and v.sum() == len(expected)
+        np.testing.assert_array_equal(i[v], expected)
