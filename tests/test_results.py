@@ -278,3 +278,12 @@ def test_a_rows_command_repeats_its_run_after_the_preset_changed():
     assert results_table.repeat_command("c --preset=speedrun", dict(saved, augment=["flip"], ema_decay=0.0),
                                         "speedrun") == "c --preset=speedrun --augment=flip --ema_decay=0.0 " \
                                                        "--epochs=12 --label_smoothing=0.2"
+
+
+def test_the_machine_column_names_the_vector_extension_when_recorded():
+    # "AMD EPYC" is a Zen 3 (AVX2) or a Zen 5 (AVX-512), whose minutes differ by 2x.
+    assert results_table._machine({"usable_cpus": 2, "cpu_model": "AMD EPYC", "cpu_vector": "AVX-512"}, "") == \
+        "2 CPU cores (AMD EPYC, AVX-512)"
+    # Records made before the field existed keep their old description.
+    assert results_table._machine({"usable_cpus": 2, "cpu_model": "AMD EPYC"}, "") == "2 CPU cores (AMD EPYC)"
+    assert results_table._machine({"backend": "gpu"}, "cuda:0") == "cuda:0"

@@ -172,7 +172,8 @@ def _common_prefix(values: Sequence[str]) -> str:
 
 def _machine(env: dict, devices: str) -> str:
     if env.get("backend", "cpu") == "cpu":
-        return f"{env.get('usable_cpus', env.get('cpu_count', '?'))} CPU cores ({env.get('cpu_model', '?')})"
+        cpu = ", ".join(x for x in (env.get("cpu_model", "?"), env.get("cpu_vector")) if x)
+        return f"{env.get('usable_cpus', env.get('cpu_count', '?'))} CPU cores ({cpu})"
     return devices
 
 
