@@ -20,14 +20,12 @@ and their fraction of this machine's float32 matmul peak, measured at the start 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Callable, NamedTuple
 
 import numpy as np
 from absl import app, flags
-
-
-import dataclasses
-import json
 
 from benchmarks import roofline
 from benchmarks.timing import interleaved_median_seconds
