@@ -21,7 +21,7 @@ import sys
 from experiments import cli, progress
 from fmnist_jax.config import TrainConfig
 from fmnist_jax.evaluation import summary
-from fmnist_jax.runs import interruption
+from fmnist_jax.runs import interruption, pause_clock
 from fmnist_jax.training import sharding, train
 
 
@@ -49,11 +49,12 @@ def main(fv, args) -> dict:
     process = cli.setup_process(fv)
     paths = cli.run_paths(fv, f"{cfg.model}_s{cfg.seed}" + (f"x{cfg.seeds}" if cfg.seeds > 1 else ""))
     invocation = {"command": cli.command_line(sys.modules[__name__], fv), "preset": fv.preset, **process}
-    with interruption.StopRequests() as stop:
+    # The pause clock: a run SIGSTOPped to free the cores logs its working time, not the pause.
+    with interruption.StopRequests() as stop, pause_clock.PauseClock() as clock:
         result = train.train_and_evaluate(cfg, paths, data_dir=fv.data_dir, overwrite=fv.overwrite,
                                           progress=progress.TrainingProgress(cfg.epochs, cfg.batch * cfg.seeds)
                                           if fv.progress and sharding.is_main_process() else None,
-                                          stop=stop, invocation=invocation)
+                                          stop=stop, invocation=invocation, clock=clock)
     if sharding.is_main_process():
         print(f"{summary.headline(result)} Results in {paths.results}")
     return result

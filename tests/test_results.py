@@ -34,7 +34,9 @@ def test_a_summary_records_its_command_wall_clock_and_start(mlp_ensemble):
     assert command.startswith("python -m experiments.cnn ") and "--model=mlp" in command
     assert "--seeds=2" in command and summary["invocation"]["preset"] is None
     assert summary["wall_seconds"] > 0 and summary["started_at_epoch"] == 0
+    assert summary["stopped_seconds"] == 0.0          # never SIGSTOPped (tests/test_pause_clock.py)
     assert summary["environment"]["usable_cpus"] >= 1
+    assert summary["environment"]["cpu_vector"] in ("AVX-512", "AVX2", "")
 
 
 def test_record_then_table_then_check(folders, capsys):

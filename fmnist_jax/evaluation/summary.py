@@ -40,7 +40,7 @@ def test_scores(predict, variables, x_test, y_test, views: str) -> dict:
             "probabilities": probs}
 
 
-def summarize(run, invocation: dict | None = None) -> dict:
+def summarize(run, invocation: dict | None = None, stopped_seconds: float = 0.0) -> dict:
     """Scores a `train.TrainedRun` on the test set; writes summary.json, the members' test
     probabilities and history.png; returns the summary.
 
@@ -48,6 +48,8 @@ def summarize(run, invocation: dict | None = None) -> dict:
     (`wall_seconds`: start-up, compilation, training and the test evaluation; the time-to-accuracy
     figure when `started_at_epoch` is 0, i.e. the run was not resumed) and `invocation` (the
     command, the preset, and what the process set up: `malloc_keeps_freed_memory`, `started_at`).
+    `stopped_seconds`: how long the process was stopped (SIGSTOP; `runs.pause_clock`), left out
+    of `wall_seconds` and recorded beside it.
     """
     cfg, state, invocation = run.setup.cfg, run.state, dict(invocation or {})
     predict, ds = run.programs.predict, run.dataset
@@ -88,7 +90,11 @@ def summarize(run, invocation: dict | None = None) -> dict:
         "malloc_keeps_freed_memory": bool(invocation.get("malloc_keeps_freed_memory", False)),
         "environment": environment(),
     }
-    result["wall_seconds"] = process_seconds(invocation.get("started_at"))   # last: the test evaluation counts
+    # Last: the test evaluation counts. A process stopped (SIGSTOP) part of the way has the
+    # stopped time left out, and says how much.
+    wall = process_seconds(invocation.get("started_at"))
+    result["stopped_seconds"] = stopped_seconds
+    result["wall_seconds"] = None if wall is None else wall - stopped_seconds
     if sharding.is_main_process():          # every process scored (collectives); one writes
         _write_summary(run, result, best["probabilities"])
     log.info("%s", headline(result))

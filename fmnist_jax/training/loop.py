@@ -211,21 +211,23 @@ def train_epoch(setup: RunSetup, programs: Programs, state: RunState, epoch: int
 
 def epochs(setup: RunSetup, programs: Programs, state: RunState, start_epoch: int = 0,
            progress: Callable[[int, int, int], None] | None = None, *, resume: tuple[int, dict] | None = None,
-           stop: Callable[[], bool] | None = None) -> Iterator[tuple[EpochResult, RunState]]:
+           stop: Callable[[], bool] | None = None, clock: Callable[[], float] = time.perf_counter
+           ) -> Iterator[tuple[EpochResult, RunState]]:
     """Trains epochs start_epoch .. cfg.epochs-1, yielding each epoch's result and run state.
 
     progress, if given, is called as progress(epoch (1-based), done_steps, total_steps).
     resume: (steps done, metric sums) of an interrupted epoch `start_epoch`, whose state `state`
     is. stop: asked between jitted calls; when it says yes, `Interrupted` is raised with what a
     checkpoint needs to finish the epoch later exactly as if never stopped. A non-finite training
-    loss raises step.TrainingError.
+    loss raises step.TrainingError. clock: seconds for the epochs' timings (`runs.pause_clock`'s
+    `now` leaves a SIGSTOP pause out of them).
     """
     cfg = setup.cfg
     peak_lr = np.asarray(setup.hparams.lr)
     lr_shape = step.learning_rate_schedule(cfg, setup.steps_per_epoch, peak=1.0)
     for epoch in range(start_epoch, cfg.epochs):
         lr = peak_lr * float(lr_shape(epoch * setup.steps_per_epoch))
-        started = time.perf_counter()
+        started = clock()
         epoch_progress = None if progress is None else functools.partial(progress, epoch + 1)
         start_step, totals = resume if resume is not None and epoch == start_epoch else (0, None)
         state, sums, done = train_epoch(setup, programs, state, epoch, epoch_progress, start_step=start_step,
@@ -233,7 +235,7 @@ def epochs(setup: RunSetup, programs: Programs, state: RunState, start_epoch: in
         jax.block_until_ready(state)
         if done < setup.steps_per_epoch:
             raise Interrupted(epoch, done, sums, state)
-        seconds = time.perf_counter() - started
+        seconds = clock() - started
         train_loss = sums["loss"] / sums["count"]
         _check_finite(setup.members, train_loss, epoch)
         variables = step.variables_of(state.train)

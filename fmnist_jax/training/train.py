@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Callable, Sequence
 
 import jax
@@ -21,6 +22,7 @@ from fmnist_jax.data import datasets, pools
 from fmnist_jax.evaluation import summary
 from fmnist_jax.models import layers
 from fmnist_jax.runs.files import RunPaths, config_record
+from fmnist_jax.runs.pause_clock import PauseClock
 from fmnist_jax.runs.run_dir import RunDir
 from fmnist_jax.training import loop, sharding, step
 from fmnist_jax.training import members as members_lib
@@ -54,7 +56,8 @@ class TrainedRun:
 
 def train_and_evaluate(cfg: TrainConfig, paths: RunPaths, members: Sequence[Member] | None = None, *,
                        data_dir=None, overwrite: bool = False, progress: Progress | None = None,
-                       stop: Callable[[], bool] | None = None, invocation: dict | None = None) -> dict:
+                       stop: Callable[[], bool] | None = None, invocation: dict | None = None,
+                       clock: PauseClock | None = None) -> dict:
     """Trains (or resumes) the run's members, then scores them on the test set; returns (and
     writes) the summary. The run stays locked to this process until its summary is written.
 
@@ -63,11 +66,13 @@ def train_and_evaluate(cfg: TrainConfig, paths: RunPaths, members: Sequence[Memb
     RunError, unless `overwrite` starts it again. When `stop()` turns true (see
     `interruption.StopRequests`), the state after the current jitted call is saved and
     RunInterrupted is raised. `invocation` (the command and preset) is recorded in the summary.
+    `clock` (a running `pause_clock.PauseClock`) leaves the time the process was stopped (SIGSTOP)
+    out of the epochs' seconds and the summary's wall clock.
     """
     setup, dataset = place(cfg, members, data_dir)
     with RunDir.open(paths, config_record(cfg, setup.members), overwrite=overwrite) as run_dir:
-        trained = train_in(run_dir, setup, dataset, progress, stop)
-        return summary.summarize(trained, invocation)
+        trained = train_in(run_dir, setup, dataset, progress, stop, clock=clock.now if clock else time.perf_counter)
+        return summary.summarize(trained, invocation, clock.stopped_seconds if clock else 0.0)
 
 
 def train_run(cfg: TrainConfig, paths: RunPaths, members: Sequence[Member] | None = None, *,
@@ -102,7 +107,7 @@ def place(cfg: TrainConfig, members: Sequence[Member] | None, data_dir=None
 
 
 def train_in(run_dir: RunDir, setup: loop.RunSetup, dataset: datasets.Dataset, progress: Progress | None = None,
-             stop: Callable[[], bool] | None = None) -> TrainedRun:
+             stop: Callable[[], bool] | None = None, clock: Callable[[], float] = time.perf_counter) -> TrainedRun:
     """The epoch loop of a run in its folder: restore or start fresh, then every epoch's metrics
     row and checkpoint; a stop request saves the state at the step boundary and raises."""
     cfg = setup.cfg
@@ -113,7 +118,7 @@ def train_in(run_dir: RunDir, setup: loop.RunSetup, dataset: datasets.Dataset, p
     _log_start(run_dir.name, setup, _count_variables(state))
     try:
         for result, state in loop.epochs(setup, programs, state, restored.start_epoch, progress,
-                                         resume=restored.resume, stop=stop):
+                                         resume=restored.resume, stop=stop, clock=clock):
             row = result.as_dict()
             _log_epoch(row, result, cfg.epochs, setup.n_val)
             run_dir.record_epoch(row, result.epoch, state)
