@@ -8,7 +8,7 @@ pruning's time. If the survivors sat in few blocks of consecutive training point
 count could run over those blocks only. This prints, for three orders of the training set (as
 stored, random, and recursive PCA bisection of the 4x4 pooled sums into blocks), how many blocks
 hold a survivor, and how many blocks each block's pooled bounding box cannot rule out. The
-threshold is the true k-th L1 distance (brute force), the tightest any search could know.
+threshold is the true k-th L1 distance (`exact.search`), the tightest any search could know.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from fmnist_jax.data import datasets
-from fmnist_jax.knn import kernels
+from fmnist_jax.knn import exact, kernels
 
 FLAGS = flags.FLAGS
 
@@ -66,16 +66,15 @@ def main(argv):
     started = time.perf_counter()
     bisection = bisection_order(pooled.astype(np.float64), FLAGS.block)
     print(f"PCA-bisection order of {len(pooled):,} points built in {time.perf_counter() - started:.1f} s")
-    bound = np.asarray(kernels._pooled_bound(q, jnp.asarray(pooled.T)))       # [q, n]
-    exact = np.asarray(kernels._distances_jit(q, jnp.asarray(x_train), metric="l1"))
-    threshold = np.sort(exact, 1)[:, FLAGS.k - 1]
+    q_pooled = np.asarray(kernels.pool_sums(q, 4))
+    bound = np.asarray(kernels.l1_to_columns(q_pooled, pooled.T))             # [q, n]: the cascade's bound
+    threshold = exact.search(x_train, x_test[:FLAGS.queries], FLAGS.k, "l1").distances[:, FLAGS.k - 1]
     survivors = bound <= threshold[:, None]
     counts = survivors.sum(1)
     print(f"survivors of the 4x4 bound a query: median {np.median(counts):.0f}, 90th percentile "
           f"{np.percentile(counts, 90):.0f}")
     n, b = len(pooled), FLAGS.block
     blocks = -(-n // b)
-    q_pooled = np.asarray(kernels.pool_sums(q, 4))
     print(f"{'order':<12}{'blocks with a survivor: median':>32}{'p90':>6}{'max':>6}{'box bound keeps: median':>26}"
           f"{'p90':>6}   (of {blocks})")
     for name, order in (("as stored", np.arange(n)), ("random", np.random.default_rng(1).permutation(n)),

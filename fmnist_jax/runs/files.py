@@ -125,26 +125,27 @@ def environment() -> dict:
     return info
 
 
-def _cpu_model() -> str:
-    """The processor's name (Linux: /proc/cpuinfo; elsewhere platform.processor())."""
+def _cpuinfo_field(name: str) -> str | None:
+    """The first `name` line's value in /proc/cpuinfo (Linux), or None."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "?"
+    return None
+
+
+def _cpu_model() -> str:
+    """The processor's name (Linux: /proc/cpuinfo; elsewhere platform.processor())."""
+    return _cpuinfo_field("model name") or platform.processor() or "?"
 
 
 def _cpu_vector_extension() -> str:
     """The widest x86 vector extension the processor has ("AVX-512", "AVX2", or "" when neither or
     not Linux). "AMD EPYC" names Zen 3 (AVX2) and Zen 5 (AVX-512) alike, and the two train the
     same net at speeds 2x apart, so the minutes a record quotes need it."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-    except OSError:
-        return ""
+    flags = (_cpuinfo_field("flags") or "").split()
     return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
 
 
