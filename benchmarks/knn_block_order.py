@@ -3,9 +3,9 @@
   python -m benchmarks.knn_block_order                 # 253 test queries, blocks of 64, k=5
 
 The L1 cascade (`knn.kernels.l1_chunk`) keeps every training point whose 4x4-pooled bound is
-within the query's threshold, and compacting that [queries, 60,000] mask is a third of the
-pruning's time. If the survivors sat in few blocks of consecutive training points, the running
-count could run over those blocks only. This prints, for three orders of the training set (as
+within the query's threshold, and compacts them block by block: the fewer blocks of consecutive
+training points hold a query's survivors, the fewer columns the running count reads. `exact.search`
+stores the training set in the bisection order for that reason. This prints, for three orders of the training set (as
 stored, random, and recursive PCA bisection of the 4x4 pooled sums into blocks), how many blocks
 hold a survivor, and how many blocks each block's pooled bounding box cannot rule out. The
 threshold is the true k-th L1 distance (`exact.search`), the tightest any search could know.
@@ -20,7 +20,7 @@ import numpy as np
 from absl import app, flags
 
 from fmnist_jax.data import datasets
-from fmnist_jax.knn import exact, kernels
+from fmnist_jax.knn import exact, kernels, ordering
 
 FLAGS = flags.FLAGS
 
@@ -34,37 +34,13 @@ def define_flags() -> None:
     flags.DEFINE_string("data_dir", None, "Fashion-MNIST IDX files (default: the usual places).")
 
 
-def bisection_order(features: np.ndarray, block: int) -> np.ndarray:
-    """An order of the rows in which each run of `block` rows is one leaf of a recursive split at
-    the median of the top principal direction (leaves full but possibly the last)."""
-    rng = np.random.default_rng(0)
-    leaves = []
-
-    def split(idx):
-        if idx.size <= block:
-            leaves.append(idx)
-            return
-        centred = features[idx] - features[idx].mean(0)
-        v = rng.standard_normal(features.shape[1])
-        for _ in range(8):                      # power iterations: the top principal direction
-            v = centred.T @ (centred @ v)
-            v /= np.linalg.norm(v)
-        order = np.argsort(centred @ v, kind="stable")
-        half = (idx.size // block + 1) // 2 * block   # a multiple of the block: leaves stay full
-        split(idx[order[:half]])
-        split(idx[order[half:]])
-
-    split(np.arange(features.shape[0]))
-    return np.concatenate(leaves)
-
-
 def main(argv):
     del argv
     x_train, _, x_test, _ = datasets.load(data_dir=FLAGS.data_dir)
     q = jnp.asarray(x_test[:FLAGS.queries])
     pooled = np.asarray(kernels.pool_sums(jnp.asarray(x_train), 4))            # [n, 49]
     started = time.perf_counter()
-    bisection = bisection_order(pooled.astype(np.float64), FLAGS.block)
+    bisection = ordering.bisection_order(pooled.astype(np.float64), FLAGS.block)
     print(f"PCA-bisection order of {len(pooled):,} points built in {time.perf_counter() - started:.1f} s")
     q_pooled = np.asarray(kernels.pool_sums(q, 4))
     bound = np.asarray(kernels.l1_to_columns(q_pooled, pooled.T))             # [q, n]: the cascade's bound

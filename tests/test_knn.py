@@ -180,3 +180,48 @@ def test_running_count_and_compaction_equal_cumsum_and_nonzero(n):
         expected = np.flatnonzero(row)[:capacity]
         assert c == row.sum() and v.sum() == len(expected)
         np.testing.assert_array_equal(i[v], expected)
+
+
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
+def test_block_minima_equal_the_minimum_of_each_block(n):
+    values = np.random.default_rng(n).normal(size=(3, n)).astype(np.float32)
+    expected = [values[:, i:i + kernels.COUNT_BLOCK].min(1) for i in range(0, n, kernels.COUNT_BLOCK)]
+    np.testing.assert_array_equal(np.asarray(kernels.block_minima(jnp.asarray(values))), np.stack(expected, 1))
+
+
+def test_compaction_through_blocks_equals_the_whole_row_compaction():
+    rng = np.random.default_rng(4)
+    n, block = 1000, kernels.COUNT_BLOCK
+    bound = rng.random((6, n)).astype(np.float32)
+    # Rows 0-3: survivors in at most 3 blocks; rows 4-5: spread over every block (overflow).
+    for row, blocks in enumerate(([0], [2, 5], [15], [1, 7, 9])):
+        for b in blocks:
+            part = bound[row, b * block:(b + 1) * block]      # block 15 is the partial last one
+            part -= 0.5 * (rng.random(part.size) < 0.4)
+    threshold = np.array([0.0, 0.0, 0.0, 0.0, 0.05, 0.5], np.float32)
+    b, th = jnp.asarray(bound), jnp.asarray(threshold)
+    idx, valid, count, block_count = kernels._compact_in_blocks(b, th, kernels.block_minima(b), 3, 50)
+    full_idx, full_valid, full_count = kernels._compact(b <= th[:, None], 50)
+    block_count = np.asarray(block_count)
+    assert block_count[:4].tolist() == [1, 2, 1, 3] and (block_count[4:] > 3).all()
+    for row in range(4):    # within the block capacity: the same as compacting the whole row
+        assert count[row] == full_count[row]
+        np.testing.assert_array_equal(np.asarray(idx[row])[np.asarray(valid[row])],
+                                      np.asarray(full_idx[row])[np.asarray(full_valid[row])])
+
+
+def test_l1_block_path_is_exact_with_overflowing_blocks(monkeypatch, caplog):
+    # Two blocks of 64 for the first pass and three for the first wider pass: on 700 points (11
+    # blocks) most queries overflow them and go on to wider passes; every path must stay exact,
+    # with indices and ties in the original numbering.
+    monkeypatch.setattr(exact, "_L1_BLOCK_CAPACITY", 2)
+    monkeypatch.setattr(exact, "_L1_WIDE_BLOCK_CAPACITIES", (3, None))
+    rng = np.random.default_rng(5)
+    x_train, x_query = _smooth_images(700, rng, noise=60), _smooth_images(60, rng, noise=60)
+    x_train[350:] = x_train[:350]            # every point has an exact twin: ties everywhere
+    with caplog.at_level("INFO", logger="fmnist_jax.knn.exact"):
+        fast = exact.search(x_train, x_query, 6, "l1")
+    assert "took a wider pruning pass" in caplog.text
+    brute = exact.search(x_train, x_query, 6, "l1", method="brute")
+    np.testing.assert_array_equal(fast.indices, brute.indices)
+    np.testing.assert_array_equal(fast.distances, brute.distances)

@@ -18,6 +18,9 @@ METRICS = ("l1", "l2")
 
 # Exact distances of this many best 4x4-pooled candidates give the L1 cascade its threshold.
 _L1_SEED_CANDIDATES = 64
+# With ordered training points, the seeds come from the 16 blocks of smallest bound per block of
+# seeds (probe, 253 queries, k=5: 16 blocks give the same thresholds as all 938; 4 give 1.001x).
+_SEED_BLOCKS_PER_BLOCK = 16
 
 
 def flatten(x) -> jnp.ndarray:
@@ -76,22 +79,22 @@ def as_images(x) -> jnp.ndarray:
 
 
 # Columns per block of the compaction's running count (see _running_count).
-_COUNT_BLOCK = 64
+COUNT_BLOCK = 64
 
 
 def _running_count(mask) -> jnp.ndarray:
     """Inclusive running count of True entries along each row of a [q, n] mask (int32).
 
     A cumsum over 60,000 columns lowers, on XLA CPU, to an associative scan of some 30 passes over
-    the whole array. Here the count within each block of _COUNT_BLOCK columns is one matmul with
+    the whole array. Here the count within each block of COUNT_BLOCK columns is one matmul with
     a triangular matrix of ones (exact: sums of at most 64 ones in float32), and only the block
     totals go through cumsum: about 25% faster for a chunk of 253 x 60,000 (benchmarks/README.md).
     """
     q, n = mask.shape
-    blocks = -(-n // _COUNT_BLOCK)
-    padded = jnp.pad(mask, ((0, 0), (0, blocks * _COUNT_BLOCK - n))).astype(jnp.float32)
-    upper = jnp.triu(jnp.ones((_COUNT_BLOCK, _COUNT_BLOCK), jnp.float32))      # [i, j] = 1 for i <= j
-    within = (padded.reshape(q, blocks, _COUNT_BLOCK) @ upper).astype(jnp.int32)
+    blocks = -(-n // COUNT_BLOCK)
+    padded = jnp.pad(mask, ((0, 0), (0, blocks * COUNT_BLOCK - n))).astype(jnp.float32)
+    upper = jnp.triu(jnp.ones((COUNT_BLOCK, COUNT_BLOCK), jnp.float32))      # [i, j] = 1 for i <= j
+    within = (padded.reshape(q, blocks, COUNT_BLOCK) @ upper).astype(jnp.int32)
     totals = within[..., -1]
     before = jnp.cumsum(totals, axis=1) - totals                               # in the blocks before
     return (within + before[..., None]).reshape(q, -1)[:, :n]
@@ -104,6 +107,66 @@ def _compact(mask, capacity: int):
     pos = jax.vmap(lambda c: jnp.searchsorted(c, targets, side="left", method="scan_unrolled"))(counts)
     valid = targets[None, :] <= counts[:, -1:]
     return jnp.minimum(pos, mask.shape[1] - 1), valid, counts[:, -1]
+
+
+def block_minima(values) -> jnp.ndarray:
+    """[q, ceil(n / COUNT_BLOCK)] minima of each block of COUNT_BLOCK consecutive columns.
+
+    Halving (the elementwise minimum of a block's two halves, six times) instead of a reduction
+    over the last axis of a [q, blocks, 64] view: XLA CPU vectorises the elementwise minima and
+    not the short reduction, 5 ms against 24 ms for 253 x 60,000 (and padding the row to whole
+    blocks would copy it: the partial last block is reduced on its own).
+    """
+    q, n = values.shape
+    whole = n // COUNT_BLOCK
+    by_block = values[:, :whole * COUNT_BLOCK].reshape(q, whole, COUNT_BLOCK)
+    while by_block.shape[-1] > 1:
+        half = by_block.shape[-1] // 2
+        by_block = jnp.minimum(by_block[..., :half], by_block[..., half:])
+    minima = by_block[..., 0]
+    if n > whole * COUNT_BLOCK:
+        minima = jnp.concatenate([minima, values[:, whole * COUNT_BLOCK:].min(1, keepdims=True)], axis=1)
+    return minima
+
+
+def _block_columns(values, block_idx):
+    """The columns of the given blocks ([q, b] block indices) of `values` [q, n], as [q, b * 64]
+    values (+inf past the last column) and their column indices."""
+    n = values.shape[1]
+    columns = (block_idx[..., None] * COUNT_BLOCK + jnp.arange(COUNT_BLOCK, dtype=block_idx.dtype)).reshape(
+        block_idx.shape[0], -1)
+    picked = jnp.take_along_axis(values, jnp.minimum(columns, n - 1), axis=1)
+    return jnp.where(columns < n, picked, jnp.inf), columns
+
+
+def _seeds_in_blocks(bound, minima, n_seed: int, n_blocks: int):
+    """Columns of the n_seed smallest bounds within the n_blocks blocks of smallest minimum.
+
+    Any n_seed distinct training points give a valid threshold (the k-th of their exact
+    distances bounds the true k-th from above); when the points are stored in bisection order the
+    best blocks hold the best bounds, and two small top-k's replace one over every column.
+    """
+    _, best_blocks = _top_k_fast(-minima, n_blocks)
+    values, columns = _block_columns(bound, best_blocks)
+    _, pos = _top_k_fast(-values, n_seed)
+    return jnp.take_along_axis(columns, pos, axis=1)
+
+
+def _compact_in_blocks(bound, threshold, minima, block_capacity: int, capacity: int):
+    """`_compact(bound <= threshold[:, None], capacity)` through the blocks that hold a survivor.
+
+    The first `block_capacity` blocks whose minimum is within the threshold are gathered, and the
+    running count runs over their columns only: for a training set ordered so that each query's
+    survivors sit in few blocks (`ordering.bisection_order`), 8,192 columns instead of 60,000.
+    Returns the column indices (in index order), their validity, the survivors counted in the kept
+    blocks and the number of blocks holding one; the result equals `_compact`'s when that number
+    is at most block_capacity.
+    """
+    block_pos, block_valid, block_count = _compact(minima <= threshold[:, None], block_capacity)
+    values, columns = _block_columns(bound, block_pos)
+    kept = (values <= threshold[:, None]) & jnp.repeat(block_valid, COUNT_BLOCK, axis=1)
+    pos, valid, count = _compact(kept, capacity)
+    return jnp.minimum(jnp.take_along_axis(columns, pos, axis=1), bound.shape[1] - 1), valid, count, block_count
 
 
 def _tolerance(threshold):
@@ -152,7 +215,8 @@ def _pooled_bound(q_img, r_pool4_t):
     return l1_to_columns(pool_sums(q_img, 4), r_pool4_t)
 
 
-def l1_chunk(q_img, r_exact, r_pool4_t, r_codes2, *, k, code_step, cap1, cap2):
+def l1_chunk(q_img, r_exact, r_pool4_t, r_codes2, *, k, code_step, cap1, cap2, original_index=None,
+             block_cap=None):
     """Exact L1 top-k for a chunk of queries by the pooled-bound cascade; returns a `certified` mask.
 
     r_pool4_t: the training images' 4x4 pooled sums as columns ([49, n] for 28x28 images: the
@@ -160,23 +224,43 @@ def l1_chunk(q_img, r_exact, r_pool4_t, r_codes2, *, k, code_step, cap1, cap2):
 
     cap1 / cap2: how many candidates survive the 4x4 and 2x2 bounds at most (static shapes);
     a query with more is not certified.
+
+    original_index: for training points stored in another order (`ordering.bisection_order`),
+    the original index of each stored row; the returned indices, and the ties among equal
+    distances, are then in the original numbering. block_cap: compact the 4x4 bound's survivors
+    through at most this many blocks of COUNT_BLOCK stored rows (`_compact_in_blocks`; a query
+    whose survivors span more is not certified); None compacts the whole row.
     """
     # Two programs: see brute_chunk for why top_k must not share one with a big reduction.
     lb4 = _pooled_bound(q_img, r_pool4_t)                                           # [q, n]
-    return _l1_prune(q_img, lb4, r_exact, r_codes2, k=k, code_step=code_step, cap1=cap1, cap2=cap2)
+    if original_index is None:
+        original_index = jnp.arange(r_exact.shape[0], dtype=jnp.int32)
+    return _l1_prune(q_img, lb4, r_exact, r_codes2, original_index, k=k, code_step=code_step, cap1=cap1,
+                     cap2=cap2, block_cap=block_cap)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "code_step", "cap1", "cap2"))
-def _l1_prune(q_img, lb4, r_exact, r_codes2, *, k, code_step, cap1, cap2):
+@functools.partial(jax.jit, static_argnames=("k", "code_step", "cap1", "cap2", "block_cap"))
+def _l1_prune(q_img, lb4, r_exact, r_codes2, original_index, *, k, code_step, cap1, cap2, block_cap):
     n_ref = r_exact.shape[0]
     q_flat = q_img.reshape(q_img.shape[0], -1).astype(jnp.float32)
     # Threshold: the k-th exact distance among the best few candidates by the coarse bound.
     n_seed = min(max(_L1_SEED_CANDIDATES, k), n_ref)
-    _, seed_idx = _top_k_fast(-lb4, n_seed)
+    by_blocks = block_cap is not None and block_cap * COUNT_BLOCK < n_ref
+    if by_blocks:
+        minima = block_minima(lb4)
+        seed_blocks = min(-(-n_seed // COUNT_BLOCK) * _SEED_BLOCKS_PER_BLOCK, minima.shape[1])
+        seed_idx = _seeds_in_blocks(lb4, minima, n_seed, seed_blocks)
+    else:
+        _, seed_idx = _top_k_fast(-lb4, n_seed)
     seed_d = jnp.abs(q_flat[:, None, :] - _gather_rows(r_exact, seed_idx)).sum(-1)
     threshold = _tolerance(jnp.sort(seed_d, axis=1)[:, k - 1])
     cap1 = min(max(cap1, k), n_ref)  # never fewer candidates than neighbours asked for
-    idx1, valid1, count1 = _compact(lb4 <= threshold[:, None], cap1)
+    if by_blocks:
+        idx1, valid1, count1, block_count = _compact_in_blocks(lb4, threshold, minima, block_cap, cap1)
+        blocks_fit = block_count <= block_cap
+    else:
+        idx1, valid1, count1 = _compact(lb4 <= threshold[:, None], cap1)
+        blocks_fit = True
     lb2 = _interval_l1(pool_sums(q_img, 2), jax.lax.optimization_barrier(r_codes2[idx1]), code_step)
     keep2 = valid1 & (lb2 <= threshold[:, None])
     cap2 = min(max(cap2, k), cap1)
@@ -184,8 +268,8 @@ def _l1_prune(q_img, lb4, r_exact, r_codes2, *, k, code_step, cap1, cap2):
     idx2 = jnp.take_along_axis(idx1, pos2, axis=1)
     exact = jnp.abs(q_flat[:, None, :] - _gather_rows(r_exact, idx2)).sum(-1)
     exact = jnp.where(valid2, exact, jnp.inf)
-    dist, idx = _select_k(exact, idx2, k)
-    certified = (count1 <= cap1) & (count2 <= cap2)
+    dist, idx = _select_k(exact, original_index[idx2], k)
+    certified = (count1 <= cap1) & (count2 <= cap2) & blocks_fit
     return dist, idx, certified
 
 

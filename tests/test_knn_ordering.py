@@ -1,15 +1,15 @@
-"""benchmarks.knn_block_order's PCA-bisection order: a permutation whose blocks are compact."""
+"""knn.ordering's PCA-bisection order: a permutation whose blocks are compact."""
 
 import numpy as np
 
-from benchmarks import knn_block_order
+from fmnist_jax.knn import ordering
 
 
 def test_the_bisection_order_is_a_permutation_with_tighter_blocks_than_random():
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(8, 5)) * 10
     points = np.concatenate([c + rng.normal(size=(64, 5)) for c in centres])[rng.permutation(512)]
-    order = knn_block_order.bisection_order(points, block=64)
+    order = ordering.bisection_order(points, block=64)
     assert sorted(order.tolist()) == list(range(512))
 
     def spread(o):     # mean per-block bounding-box width
