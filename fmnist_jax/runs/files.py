@@ -115,6 +115,7 @@ def environment() -> dict:
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "cpu_model": _cpu_model(),
         "cpu_vector": _cpu_vector_extension(),
+        "cpu_family_model": _cpu_family_model(),
     }
     for name in ("flax", "optax", "orbax.checkpoint"):
         try:
@@ -147,6 +148,14 @@ def _cpu_vector_extension() -> str:
     same net at speeds 2x apart, so the minutes a record quotes need it."""
     flags = (_cpuinfo_field("flags") or "").split()
     return "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else ""
+
+
+def _cpu_family_model() -> str:
+    """The x86 "family/model" pair ("25/17": a Zen 4; "" when unknown). The name and the vector width
+    do not tell a Zen 4 from a Zen 5 (both "AMD EPYC" with AVX-512), and XLA tunes its code for the
+    exact core, so two of them round the same program differently: bit-for-bit comparisons need it."""
+    family, model = _cpuinfo_field("cpu family"), _cpuinfo_field("model\t")
+    return f"{family}/{model}" if family and model else ""
 
 
 def process_seconds(started_at: float | None = None) -> float | None:

@@ -1,4 +1,4 @@
-"""Writes tests/reference/tiny_runs.json: the outputs of two tiny runs, the committed reference
+"""Writes tests/reference/tiny_runs_<machine>.json: the outputs of two tiny runs, the committed reference
 that tests/test_reference.py holds later code to.
 
     python tests/reference/make_reference.py OUT.json
@@ -8,7 +8,9 @@ It runs whichever library is importable: the file was first written by this scri
 was `fmnist_jax.run.train_and_evaluate`, and the rewrite reproduced it bit for bit. It was
 re-recorded on 2026-12-02 (Zen 3 AMD EPYC, jax 0.10.2) when library drift had changed the
 speedrun_small run even at the commit that first recorded it; it now also records the
-library versions, and the test asks for the same bits only where they match.
+library versions, and the test asks for the same bits only where they match. Since 2026-12-03 it
+records the CPU's x86 family/model too: a Zen 4 and a Zen 5 (both "AMD EPYC" with AVX-512) did
+not reproduce each other's bits. Each file under tests/reference/ is one machine's record.
 """
 
 import hashlib
@@ -78,7 +80,8 @@ def outputs(root: Path) -> dict:
             "test": summary["test"], "parameters": summary["parameters"],
             "probabilities_sha256": {k: hashlib.sha256(probabilities[k].tobytes()).hexdigest()
                                      for k in sorted(probabilities.files)},
-            "environment": {**{k: summary["environment"][k] for k in ("cpu_model", "jax", "platform")},
+            "environment": {**{k: summary["environment"][k]
+                               for k in ("cpu_model", "cpu_family_model", "jax", "platform")},
                             "avx512": has_avx512(), "libraries": library_versions()},
         }
     return result
