@@ -36,9 +36,9 @@ def _smooth_images(n, rng, noise=20):
 def test_l1_cascade_overflow_falls_back_exactly(monkeypatch, caplog):
     # Tiny capacities: most queries overflow the first pass; the two wider passes certify some of
     # those, and the rest take brute force. Every path must give the exact answer.
-    monkeypatch.setattr(exact, "_L1_STAGE1_CAPACITY", 8)
-    monkeypatch.setattr(exact, "_L1_STAGE2_CAPACITY", 2)
-    monkeypatch.setattr(exact, "_L1_WIDE_PASSES", ((20, 5, 8), (40, 10, 8)))
+    monkeypatch.setattr(exact, "_L1_TIERS", (kernels.L1Tier(1.0, 8, 2),))
+    monkeypatch.setattr(exact, "_L1_WIDE_PASSES", (((kernels.L1Tier(1.0, 20, 5),), 8),
+                                                   ((kernels.L1Tier(1.0, 40, 10),), 8)))
     rng = np.random.default_rng(0)
     x_train, x_query = _smooth_images(500, rng), _smooth_images(50, rng)
     with caplog.at_level("INFO", logger="fmnist_jax.knn.exact"):
@@ -49,8 +49,7 @@ def test_l1_cascade_overflow_falls_back_exactly(monkeypatch, caplog):
 
 
 def test_capacities_below_k_still_return_k_neighbours(monkeypatch):
-    monkeypatch.setattr(exact, "_L1_STAGE1_CAPACITY", 4)
-    monkeypatch.setattr(exact, "_L1_STAGE2_CAPACITY", 2)
+    monkeypatch.setattr(exact, "_L1_TIERS", (kernels.L1Tier(0.5, 4, 2), kernels.L1Tier(0.5, 6, 3)))
     rng = np.random.default_rng(1)
     x_train, x_query = _smooth_images(300, rng), _smooth_images(10, rng)
     fast = exact.search(x_train, x_query, 9, "l1")
@@ -147,7 +146,7 @@ def test_agrees_with_sklearn_on_real_data(real_data, metric):
 def test_wider_l1_passes_get_smaller_chunks_within_the_memory_budget():
     budget = 1 << 30
     first = exact.chunk_size(60000, 784, budget, "l1")
-    widest = exact.chunk_size(60000, 784, budget, "l1", (16384, 4096))
+    widest = exact.chunk_size(60000, 784, budget, "l1", (kernels.L1Tier(1.0, 16384, 4096),))
     assert 1 <= widest < first
     # The chunk's bytes (the formula's own count) stay within the budget.
     per_query = 4 * 60000 * 4 + 4 * (16384 * (784 // 4 + 8) + 4096 * 784)
@@ -189,6 +188,46 @@ def test_block_minima_equal_the_minimum_of_each_block(n):
     np.testing.assert_array_equal(np.asarray(kernels.block_minima(jnp.asarray(values))), np.stack(expected, 1))
 
 
+@pytest.mark.parametrize("n", [1, 63, 64, 65, 1000])
+def test_block_counts_equal_the_true_entries_of_each_block(n):
+    mask = np.random.default_rng(n).random((3, n)) < 0.3
+    expected = [mask[:, i:i + kernels.COUNT_BLOCK].sum(1) for i in range(0, n, kernels.COUNT_BLOCK)]
+    np.testing.assert_array_equal(np.asarray(kernels.block_counts(jnp.asarray(mask))), np.stack(expected, 1))
+
+
+@pytest.mark.parametrize("n_query", [1, 2, 7, 253])
+def test_tier_sizes_add_up_to_the_chunk_in_proportion(n_query):
+    tiers = (kernels.L1Tier(0.4, 1, 1), kernels.L1Tier(0.28, 1, 1), kernels.L1Tier(0.17, 1, 1),
+             kernels.L1Tier(0.1, 1, 1), kernels.L1Tier(0.05, 1, 1))
+    sizes = kernels.tier_sizes(tiers, n_query)
+    assert sum(sizes) == n_query and min(sizes) >= 0
+    np.testing.assert_allclose(np.cumsum(sizes) / n_query, np.cumsum([0.4, 0.28, 0.17, 0.1, 0.05]),
+                               atol=0.5 / n_query + 1e-9)
+
+
+def test_tiers_give_the_queries_with_most_survivors_the_largest_capacities():
+    # Half of the queries ranked by survivors take a small capacity, the other half a large one:
+    # when the small one holds at least half of the queries' survivors, the two tiers certify
+    # exactly the queries the large capacity alone does, and every certified answer is exact.
+    rng = np.random.default_rng(7)
+    x_train, x_query = _smooth_images(600, rng, noise=50), _smooth_images(40, rng, noise=50)
+    x_train_j = jnp.asarray(x_train)
+    pool4_t = kernels.pool_sums(x_train_j, 4).T
+    codes2 = kernels.pool_sums(x_train_j, 2)
+    r_exact = x_train_j.reshape(600, -1).astype(jnp.float32)
+
+    def run(*tiers):
+        return kernels.l1_chunk(jnp.asarray(x_query), r_exact, pool4_t, codes2, k=5, code_step=0, tiers=tiers)
+
+    small, large = kernels.L1Tier(0.5, 48, 48), kernels.L1Tier(0.5, 600, 600)
+    only_small, only_large, tiered = run(small._replace(share=1.0)), run(large._replace(share=1.0)), run(small, large)
+    assert 20 <= int(only_small[2].sum()) < int(only_large[2].sum()) == 40   # the data makes the case
+    np.testing.assert_array_equal(np.asarray(tiered[2]), np.asarray(only_large[2]))
+    brute = exact.search(x_train, x_query, 5, "l1", method="brute")
+    np.testing.assert_array_equal(np.asarray(tiered[1]), brute.indices)
+    np.testing.assert_allclose(np.asarray(tiered[0]), brute.distances)
+
+
 def test_compaction_through_blocks_equals_the_whole_row_compaction():
     rng = np.random.default_rng(4)
     n, block = 1000, kernels.COUNT_BLOCK
@@ -214,8 +253,9 @@ def test_l1_block_path_is_exact_with_overflowing_blocks(monkeypatch, caplog):
     # Two blocks of 64 for the first pass and three for the first wider pass: on 700 points (11
     # blocks) most queries overflow them and go on to wider passes; every path must stay exact,
     # with indices and ties in the original numbering.
-    monkeypatch.setattr(exact, "_L1_BLOCK_CAPACITY", 2)
-    monkeypatch.setattr(exact, "_L1_WIDE_BLOCK_CAPACITIES", (3, None))
+    monkeypatch.setattr(exact, "_L1_TIERS", (kernels.L1Tier(1.0, 2048, 512, 2),))
+    monkeypatch.setattr(exact, "_L1_WIDE_PASSES", (((kernels.L1Tier(1.0, 8192, 2048, 3),), 32),
+                                                   ((kernels.L1Tier(1.0, 16384, 4096),), 8)))
     rng = np.random.default_rng(5)
     x_train, x_query = _smooth_images(700, rng, noise=60), _smooth_images(60, rng, noise=60)
     x_train[350:] = x_train[:350]            # every point has an exact twin: ties everywhere

@@ -11,8 +11,10 @@ broken by the smaller training index. Results are exact, not approximate:
   ||pool(a) - pool(b)||_1 <= ||a - b||_1, so a cascade prunes: a 4x4-pooled bound over all
   training points, a threshold from the exact distances of its best few candidates, a 2x2-pooled
   bound on the survivors, exact distances on what is left. Every point whose bound exceeds the
-  threshold is provably not a neighbour; a query whose survivors overflow the fixed capacities
-  takes a pass with wider ones, and brute force after the widest. The training points are stored
+  threshold is provably not a neighbour. The capacities are static shapes, so each chunk's
+  queries are ranked by their survivors and take tiers of capacities, the fewest survivors the
+  smallest; a query that overflows its tier takes a pass with wider ones, and brute force after
+  the widest. The training points are stored
   in PCA-bisection order of their 4x4 sums (`ordering`), so each query's survivors sit in a few
   blocks of 64 points and the passes find them block by block; indices come back in the
   original numbering, so the order changes no result.
@@ -37,21 +39,19 @@ METRICS = kernels.METRICS
 WEIGHTS = ("uniform", "distance")
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of device memory the largest chunk may use
 
-# Capacities of the L1 cascade; overflowing queries are recomputed exactly.
-# A pass costs about in proportion to its capacities, whatever the survivors, so small first
-# capacities and wider passes for the queries that overflow them beat one wide pass: on
-# Fashion-MNIST (k=5) 87% of queries fit 2048/512, 88% of the rest 8192/2048, and the 16384/4096
-# pass certifies 70% of what is left (benchmarks/README.md, "k-NN L1 capacities").
-_L1_STAGE1_CAPACITY = 2048
-_L1_STAGE2_CAPACITY = 512
-# Capacities (and queries a chunk) of the wider passes, in order; overflow of the last: brute force.
-_L1_WIDE_PASSES = ((8192, 2048, 32), (16384, 4096, 8))
-# Blocks each wider pass compacts through (None: whole rows): 512 blocks of 64 hold the
-# survivors of most queries that overflow the first pass (probe, 3,000 queries: 8.5 s against 9.7 s).
-_L1_WIDE_BLOCK_CAPACITIES = (512, None)
-# Blocks of 64 ordered training points the first pass compacts through (see _order_for_l1); the
-# wider passes compact whole rows.
-_L1_BLOCK_CAPACITY = 128
+# Capacities of the L1 cascade (kernels.L1Tier: share of a chunk's queries, 4x4 and 2x2 survivors
+# kept, blocks of 64 ordered training points compacted through); overflowing queries are redone.
+# Every step after the bound costs in proportion to its capacities, whatever the survivors, and a
+# query's survivors vary 100-fold: so the first pass ranks each chunk's queries by their survivors
+# and gives each share its own capacities. On Fashion-MNIST (k=5) this certifies 95.6% of the
+# queries in 146 ms a chunk of 253, where one tier of 2048/512 certified 87.5% in 184 ms
+# (benchmarks/README.md, "k-NN L1 tiers").
+_L1_TIERS = (kernels.L1Tier(0.40, 512, 128, 32), kernels.L1Tier(0.28, 1024, 256, 64),
+             kernels.L1Tier(0.17, 2048, 512, 128), kernels.L1Tier(0.10, 4096, 1024, 256),
+             kernels.L1Tier(0.05, 8192, 2048, 512))
+# The wider passes, in order, for the queries the passes before could not certify: (tiers, queries
+# a chunk at most); what the last cannot certify takes brute force.
+_L1_WIDE_PASSES = (((kernels.L1Tier(1.0, 8192, 2048, 512),), 32), ((kernels.L1Tier(1.0, 16384, 4096),), 8))
 _BRUTE_CHUNK = 32
 _L2_CANDIDATE_MARGIN = 8
 
@@ -63,15 +63,16 @@ class Neighbors(NamedTuple):
 
 
 def chunk_size(n_ref: int, dim: int, memory_budget: int, metric: str,
-               l1_capacities: tuple[int, int] | None = None) -> int:
+               l1_tiers: Sequence[kernels.L1Tier] | None = None) -> int:
     """Queries per chunk so the chunk's largest intermediates fit the memory budget.
 
-    l1_capacities: the L1 pass's (first, second) capacities; the first pass's by default.
+    l1_tiers: the L1 pass's tiers of capacities; the first pass's by default.
     """
     per_query = 4 * n_ref * 4  # a few [q, n_ref] float32/int32 rows
     if metric == "l1":
-        cap1, cap2 = l1_capacities or (_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY)
-        per_query += 4 * (cap1 * (dim // 4 + 8) + cap2 * dim)
+        tiers = l1_tiers or _L1_TIERS
+        total = sum(t.share for t in tiers)
+        per_query += int(sum(4 * t.share / total * (t.cap1 * (dim // 4 + 8) + t.cap2 * dim) for t in tiers))
     else:
         per_query += 4 * (_L2_CANDIDATE_MARGIN + 64) * dim
     return int(max(1, min(1024, memory_budget // per_query)))
@@ -119,12 +120,12 @@ def search(x_train, x_query, k: int, metric: str = "l2", *,
     dist = np.concatenate(dists) if dists else np.zeros((0, k))
     idx = np.concatenate(idxs) if idxs else np.zeros((0, k), np.int32)
     redo = np.concatenate(redo) if redo else np.zeros(0, np.int64)
-    for run_wide, wide_chunk, capacities in wide_passes:
+    for run_wide, wide_chunk, tiers in wide_passes:
         if not redo.size:
             break
         log.info("knn %s: %d of %d queries took a wider pruning pass", metric, redo.size, n_query)
         still = []
-        wide_chunk = min(wide_chunk, chunk_size(n_train, dim, memory_budget, metric, capacities))
+        wide_chunk = min(wide_chunk, chunk_size(n_train, dim, memory_budget, metric, tiers))
         for rows, queries in _fixed_size_chunks(x_query, redo, wide_chunk):
             d, i, certified = run_wide(queries)
             ok = np.asarray(certified)[:rows.size]
@@ -154,7 +155,7 @@ def _fixed_size_chunks(x_query, rows, size: int):
 
 
 def _make_chunk_fn(r, k: int, metric: str, method: str):
-    """(first_pass, [(wider_pass, queries a chunk at most, its capacities), ...]): functions
+    """(first_pass, [(wider_pass, queries a chunk at most, its tiers), ...]): functions
     chunk -> (squared-or-L1 distances, indices, certified).
 
     The wider passes (L1 only) re-run the pruning with larger capacities, in order, for the
@@ -191,14 +192,11 @@ def _make_chunk_fn(r, k: int, metric: str, method: str):
         r_exact = r_img.reshape(r_img.shape[0], -1).astype(jnp.float32)
         codes2, step = pool2, 0
 
-    def with_capacities(cap1, cap2, block_cap=None):
+    def with_tiers(tiers):
         return lambda q: kernels.l1_chunk(kernels.as_images(q), r_exact, pool4_t, codes2, k=k, code_step=step,
-                                          cap1=cap1, cap2=cap2, original_index=original_index,
-                                          block_cap=block_cap)
+                                          tiers=tiers, original_index=original_index)
 
-    return (with_capacities(_L1_STAGE1_CAPACITY, _L1_STAGE2_CAPACITY, _L1_BLOCK_CAPACITY),
-            [(with_capacities(cap1, cap2, blocks), chunk, (cap1, cap2))
-             for (cap1, cap2, chunk), blocks in zip(_L1_WIDE_PASSES, _L1_WIDE_BLOCK_CAPACITIES)])
+    return with_tiers(_L1_TIERS), [(with_tiers(tiers), chunk, tiers) for tiers, chunk in _L1_WIDE_PASSES]
 
 
 def vote(neighbor_labels, neighbor_distances, k: int, weights: str = "uniform",

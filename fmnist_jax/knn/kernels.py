@@ -9,6 +9,7 @@ cascade). The certification flags they return say which queries the caller must 
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -117,16 +118,26 @@ def block_minima(values) -> jnp.ndarray:
     not the short reduction, 5 ms against 24 ms for 253 x 60,000 (and padding the row to whole
     blocks would copy it: the partial last block is reduced on its own).
     """
+    return _block_reduce(values, jnp.minimum, lambda tail: tail.min(1, keepdims=True))
+
+
+def block_counts(mask) -> jnp.ndarray:
+    """[q, ceil(n / COUNT_BLOCK)] numbers of True entries in each block of a [q, n] mask (float32,
+    exact: at most 64), by halving as `block_minima`."""
+    return _block_reduce(mask.astype(jnp.float32), jnp.add, lambda tail: tail.sum(1, keepdims=True))
+
+
+def _block_reduce(values, combine, reduce_tail):
     q, n = values.shape
     whole = n // COUNT_BLOCK
     by_block = values[:, :whole * COUNT_BLOCK].reshape(q, whole, COUNT_BLOCK)
     while by_block.shape[-1] > 1:
         half = by_block.shape[-1] // 2
-        by_block = jnp.minimum(by_block[..., :half], by_block[..., half:])
-    minima = by_block[..., 0]
+        by_block = combine(by_block[..., :half], by_block[..., half:])
+    reduced = by_block[..., 0]
     if n > whole * COUNT_BLOCK:
-        minima = jnp.concatenate([minima, values[:, whole * COUNT_BLOCK:].min(1, keepdims=True)], axis=1)
-    return minima
+        reduced = jnp.concatenate([reduced, reduce_tail(values[:, whole * COUNT_BLOCK:])], axis=1)
+    return reduced
 
 
 def _block_columns(values, block_idx):
@@ -215,55 +226,111 @@ def _pooled_bound(q_img, r_pool4_t):
     return l1_to_columns(pool_sums(q_img, 4), r_pool4_t)
 
 
-def l1_chunk(q_img, r_exact, r_pool4_t, r_codes2, *, k, code_step, cap1, cap2, original_index=None,
-             block_cap=None):
+class L1Tier(NamedTuple):
+    """One tier of the L1 cascade's capacities: the `share` of a chunk's queries (those with the
+    fewest surviving blocks) whose 4x4 and 2x2 survivors are compacted to at most cap1 / cap2
+    candidates, through at most block_cap blocks of COUNT_BLOCK stored rows (None: whole rows)."""
+    share: float
+    cap1: int
+    cap2: int
+    block_cap: int | None = None
+
+
+def tier_sizes(tiers, n_query: int) -> tuple[int, ...]:
+    """Queries of a chunk of n_query in each tier: the shares' cumulative sums, rounded, so the
+    sizes always add up to n_query (the last tier takes what is left)."""
+    total = sum(t.share for t in tiers)
+    edges = [round(n_query * sum(t.share for t in tiers[:i + 1]) / total) for i in range(len(tiers))]
+    edges[-1] = n_query
+    return tuple(b - a for a, b in zip([0] + edges[:-1], edges))
+
+
+def l1_chunk(q_img, r_exact, r_pool4_t, r_codes2, *, k, code_step, tiers, original_index=None):
     """Exact L1 top-k for a chunk of queries by the pooled-bound cascade; returns a `certified` mask.
 
     r_pool4_t: the training images' 4x4 pooled sums as columns ([49, n] for 28x28 images: the
     layout `l1_to_columns` runs fast on), transposed once per search.
 
-    cap1 / cap2: how many candidates survive the 4x4 and 2x2 bounds at most (static shapes);
-    a query with more is not certified.
+    tiers: `L1Tier`s, smallest capacities first (static shapes). The survivors of a query vary
+    over two orders of magnitude (a median of 396 of the 4x4 bound's, 10% over 2,200), and every
+    step after the bound costs in proportion to its capacity, not to the survivors: so the chunk's
+    queries are ranked by how many blocks hold a survivor and each tier's share of them takes that
+    tier's capacities. A query with more survivors than its tier holds is not certified.
 
     original_index: for training points stored in another order (`ordering.bisection_order`),
     the original index of each stored row; the returned indices, and the ties among equal
-    distances, are then in the original numbering. block_cap: compact the 4x4 bound's survivors
-    through at most this many blocks of COUNT_BLOCK stored rows (`_compact_in_blocks`; a query
-    whose survivors span more is not certified); None compacts the whole row.
+    distances, are then in the original numbering. A tier's block_cap compacts the 4x4 bound's
+    survivors through at most that many blocks (`_compact_in_blocks`; a query whose survivors span
+    more is not certified); None compacts the whole row.
     """
     # Two programs: see brute_chunk for why top_k must not share one with a big reduction.
     lb4 = _pooled_bound(q_img, r_pool4_t)                                           # [q, n]
     if original_index is None:
         original_index = jnp.arange(r_exact.shape[0], dtype=jnp.int32)
-    return _l1_prune(q_img, lb4, r_exact, r_codes2, original_index, k=k, code_step=code_step, cap1=cap1,
-                     cap2=cap2, block_cap=block_cap)
+    return _l1_prune(q_img, lb4, r_exact, r_codes2, original_index, k=k, code_step=code_step,
+                     tiers=tuple(L1Tier(*t) for t in tiers))
 
 
-@functools.partial(jax.jit, static_argnames=("k", "code_step", "cap1", "cap2", "block_cap"))
-def _l1_prune(q_img, lb4, r_exact, r_codes2, original_index, *, k, code_step, cap1, cap2, block_cap):
+@functools.partial(jax.jit, static_argnames=("k", "code_step", "tiers"))
+def _l1_prune(q_img, lb4, r_exact, r_codes2, original_index, *, k, code_step, tiers):
+    n_query, n_ref = lb4.shape
+    q_flat = q_img.reshape(n_query, -1).astype(jnp.float32)
+    minima = block_minima(lb4)
+    threshold = _l1_threshold(q_flat, lb4, minima, r_exact, k)
+    sizes = tier_sizes(tiers, n_query)
+    if sum(1 for n in sizes if n) == 1:
+        tier = tiers[next(i for i, n in enumerate(sizes) if n)]
+        return _l1_candidates(q_img, q_flat, lb4, threshold, minima, r_exact, r_codes2, original_index,
+                              k=k, code_step=code_step, tier=tier)
+    # Ranked by what the capacities must hold: the survivors, or the blocks holding them in units
+    # of the tiers' survivors per block (cheap: per-block counts by halving, about 5 ms a chunk).
+    per_block = max(t.cap1 / t.block_cap for t in tiers if t.block_cap) if any(t.block_cap for t in tiers) else 0
+    counts = block_counts(lb4 <= threshold[:, None])
+    rank = jnp.argsort(jnp.maximum(counts.sum(1), per_block * (counts > 0).sum(1)), stable=True)
+    dist = jnp.zeros((n_query, k), jnp.float32)
+    idx = jnp.zeros((n_query, k), jnp.int32)
+    certified = jnp.zeros(n_query, bool)
+    start = 0
+    for tier, size in zip(tiers, sizes):
+        if not size:
+            continue
+        rows = rank[start:start + size]
+        start += size
+        d, i, c = _l1_candidates(q_img[rows], q_flat[rows], lb4[rows], threshold[rows], minima[rows], r_exact,
+                                 r_codes2, original_index, k=k, code_step=code_step, tier=tier)
+        dist, idx, certified = dist.at[rows].set(d), idx.at[rows].set(i), certified.at[rows].set(c)
+    return dist, idx, certified
+
+
+def _l1_threshold(q_flat, lb4, minima, r_exact, k):
+    """Each query's k-th exact distance among a few of its best candidates by the 4x4 bound (an
+    upper bound of its true k-th distance, so every point with a larger bound can go)."""
     n_ref = r_exact.shape[0]
-    q_flat = q_img.reshape(q_img.shape[0], -1).astype(jnp.float32)
-    # Threshold: the k-th exact distance among the best few candidates by the coarse bound.
     n_seed = min(max(_L1_SEED_CANDIDATES, k), n_ref)
-    by_blocks = block_cap is not None and block_cap * COUNT_BLOCK < n_ref
-    if by_blocks:
-        minima = block_minima(lb4)
-        seed_blocks = min(-(-n_seed // COUNT_BLOCK) * _SEED_BLOCKS_PER_BLOCK, minima.shape[1])
+    seed_blocks = min(-(-n_seed // COUNT_BLOCK) * _SEED_BLOCKS_PER_BLOCK, minima.shape[1])
+    if seed_blocks * COUNT_BLOCK < n_ref:
         seed_idx = _seeds_in_blocks(lb4, minima, n_seed, seed_blocks)
     else:
         _, seed_idx = _top_k_fast(-lb4, n_seed)
     seed_d = jnp.abs(q_flat[:, None, :] - _gather_rows(r_exact, seed_idx)).sum(-1)
-    threshold = _tolerance(jnp.sort(seed_d, axis=1)[:, k - 1])
-    cap1 = min(max(cap1, k), n_ref)  # never fewer candidates than neighbours asked for
-    if by_blocks:
-        idx1, valid1, count1, block_count = _compact_in_blocks(lb4, threshold, minima, block_cap, cap1)
-        blocks_fit = block_count <= block_cap
+    return _tolerance(jnp.sort(seed_d, axis=1)[:, k - 1])
+
+
+def _l1_candidates(q_img, q_flat, lb4, threshold, minima, r_exact, r_codes2, original_index, *, k, code_step,
+                   tier):
+    """The k best of the points whose 4x4 and then 2x2 bounds are within the threshold, at the
+    tier's capacities, and whether they fit them (certified)."""
+    n_ref = r_exact.shape[0]
+    cap1 = min(max(tier.cap1, k), n_ref)  # never fewer candidates than neighbours asked for
+    if tier.block_cap is not None and tier.block_cap * COUNT_BLOCK < n_ref:
+        idx1, valid1, count1, block_count = _compact_in_blocks(lb4, threshold, minima, tier.block_cap, cap1)
+        blocks_fit = block_count <= tier.block_cap
     else:
         idx1, valid1, count1 = _compact(lb4 <= threshold[:, None], cap1)
         blocks_fit = True
     lb2 = _interval_l1(pool_sums(q_img, 2), jax.lax.optimization_barrier(r_codes2[idx1]), code_step)
     keep2 = valid1 & (lb2 <= threshold[:, None])
-    cap2 = min(max(cap2, k), cap1)
+    cap2 = min(max(tier.cap2, k), cap1)
     pos2, valid2, count2 = _compact(keep2, cap2)
     idx2 = jnp.take_along_axis(idx1, pos2, axis=1)
     exact = jnp.abs(q_flat[:, None, :] - _gather_rows(r_exact, idx2)).sum(-1)
